@@ -36,7 +36,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 def parse_duration(value: object) -> float:
     """Seconds from ``"200ms"``, ``"10m"``, ``"1h30m"`` or a bare number of seconds."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as \"30s\" or \"10m\"")
+        raise ValueError('expected a duration such as "30s" or "10m"')
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
@@ -44,11 +44,11 @@ def parse_duration(value: object) -> float:
         parts = _DURATION.findall(text)
         if not text or "".join(n + u for n, u in parts) != text:
             raise ValueError(
-                f"{value!r} is not a duration; use a number with ms, s, m, h or d, e.g. \"30s\""
+                f'{value!r} is not a duration; use a number with ms, s, m, h or d, e.g. "30s"'
             )
         seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
     else:
-        raise ValueError("expected a duration such as \"30s\" or \"10m\"")
+        raise ValueError('expected a duration such as "30s" or "10m"')
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -57,16 +57,16 @@ def parse_duration(value: object) -> float:
 def parse_bytes(value: object) -> int:
     """Bytes from ``"512MiB"``, ``"2GB"``, ``"64KiB"`` or a bare integer."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as \"512MiB\"")
+        raise ValueError('expected a size such as "512MiB"')
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a size cannot be negative")
         return value
     if not isinstance(value, str):
-        raise ValueError("expected a size such as \"512MiB\"")
+        raise ValueError('expected a size such as "512MiB"')
     match = _SIZE.fullmatch(value.strip().lower())
     if match is None or match.group(2) not in _SIZE_UNITS:
-        raise ValueError(f"{value!r} is not a size; use e.g. \"512MiB\", \"2GB\" or a byte count")
+        raise ValueError(f'{value!r} is not a size; use e.g. "512MiB", "2GB" or a byte count')
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
@@ -100,7 +100,7 @@ def parse_level(value: object) -> Level:
         return Level(amount=parse_bytes(value))
     except ValueError:
         raise ValueError(
-            f"{value!r} is not a level; use a percentage (\"10%\") or a size (\"512MiB\")"
+            f'{value!r} is not a level; use a percentage ("10%") or a size ("512MiB")'
         ) from None
 
 
@@ -112,16 +112,16 @@ def parse_count_level(value: object) -> Level:
         match = _PERCENT.fullmatch(value.strip())
         if match is not None and 0 <= float(match.group(1)) <= 100:
             return Level(percent=float(match.group(1)))
-    raise ValueError(f"{value!r} is not an inode level; use a percentage (\"5%\") or a count")
+    raise ValueError(f'{value!r} is not an inode level; use a percentage ("5%") or a count')
 
 
 def parse_time_of_day(value: object, granularity_minutes: int = 1) -> int:
     """Minutes since midnight from ``"HH:MM"``, which must be a multiple of the granularity."""
     if not isinstance(value, str):
-        raise ValueError("expected a time of day as \"HH:MM\"")
+        raise ValueError('expected a time of day as "HH:MM"')
     match = _TIME_OF_DAY.fullmatch(value.strip())
     if match is None:
-        raise ValueError(f"{value!r} is not a time of day; use \"HH:MM\" (00:00 to 23:59)")
+        raise ValueError(f'{value!r} is not a time of day; use "HH:MM" (00:00 to 23:59)')
     minutes = int(match.group(1)) * 60 + int(match.group(2))
     if granularity_minutes > 1 and minutes % granularity_minutes:
         raise ValueError(

@@ -42,6 +42,10 @@ class ArgumentError(ValueError):
     """A job's arguments (from config or a trigger) are unusable; the message says which and why."""
 
 
+class MissingArgument(ArgumentError):
+    """A required argument is absent (a trigger may still supply what the config leaves out)."""
+
+
 @dataclass(frozen=True)
 class DataPaths:
     """The absolute paths of the data directory's parts that jobs work on."""

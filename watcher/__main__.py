@@ -1,0 +1,7 @@
+"""``python -m watcher`` is the ``watcher`` command."""
+
+import sys
+
+from watcher.cli import main
+
+sys.exit(main())

@@ -1,0 +1,255 @@
+"""The event bus: fan-out of events to handlers that can never stall the core.
+
+``EventBus.emit`` is synchronous and never waits: it stamps the event (sequence,
+current maintenance snapshot) and appends it to each matching handler's own queue.
+Each handler runs in its own task, one event at a time, under a per-event timeout.
+A handler that raises or times out produces ``handler.failed`` (not delivered back to
+that handler, so a broken handler cannot feed itself) and goes on with the next event.
+
+Overload: a queue holds ``queue_size`` events. Past that, only ``debug`` events are
+dropped and counted (reported once a second as ``handler.dropped``); every other event
+is still queued, because maintenance, disk, job and trigger events are never dropped.
+The timeout bounds how long one event can hold a handler, so such a queue keeps moving.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+from anyio.abc import TaskStatus
+
+from watcher.events import LEVELS, Event, Level
+
+DROP_REPORT_INTERVAL = 1.0
+
+
+class Handler(Protocol):
+    """A consumer of events. May also have ``reopen()`` (SIGHUP) and ``async aclose()``."""
+
+    async def __call__(self, event: Event) -> None: ...
+
+
+class Subscription:
+    """One handler with its queue, filter and counters."""
+
+    def __init__(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        events: tuple[str, ...] = ("*",),
+        min_level: Level = "info",
+        timeout: float = 5.0,
+        queue_size: int = 10_000,
+    ) -> None:
+        self.name = name
+        self.handler = handler
+        self.patterns = events
+        self.min_severity = LEVELS[min_level]
+        self.timeout = timeout
+        self.queue_size = queue_size
+        self.queue: deque[Event] = deque()
+        self.dropped = 0
+        self.failed = 0
+        self.busy = False
+        self.closing = False
+        self._matches: dict[str, bool] = {}
+        self._wake = anyio.Event()
+
+    def wants(self, event: Event) -> bool:
+        """Whether the event passes this handler's level and action filters."""
+        if event.severity < self.min_severity or event.origin == self.name:
+            return False
+        hit = self._matches.get(event.action)
+        if hit is None:
+            hit = any(fnmatch.fnmatchcase(event.action, p) for p in self.patterns)
+            self._matches[event.action] = hit
+        return hit
+
+    def offer(self, event: Event) -> bool:
+        """Queue the event; ``False`` when it was a debug event dropped for lack of room."""
+        if len(self.queue) >= self.queue_size and event.level == "debug":
+            self.dropped += 1
+            return False
+        self.queue.append(event)
+        self._wake.set()
+        return True
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and not self.busy
+
+    async def run(self, bus: EventBus) -> None:
+        """Deliver queued events one at a time, each under the timeout, until closed."""
+        while True:
+            if not self.queue:
+                if self.closing:
+                    await _close_handler(self)
+                    return
+                self._wake = anyio.Event()
+                bus.settled()
+                await self._wake.wait()
+                continue
+            event = self.queue.popleft()
+            self.busy = True
+            try:
+                with anyio.fail_after(self.timeout):
+                    await self.handler(event)
+            except TimeoutError:
+                self._failed(bus, event, f"timed out after {self.timeout:g}s")
+            except Exception as exc:
+                self._failed(bus, event, f"{type(exc).__name__}: {exc}")
+            finally:
+                self.busy = False
+
+    def close(self) -> None:
+        """Deliver what is queued, then stop and close the handler."""
+        self.closing = True
+        self._wake.set()
+
+    def _failed(self, bus: EventBus, event: Event, reason: str) -> None:
+        self.failed += 1
+        bus.emit(
+            "handler.failed",
+            f"handler {self.name} failed on {event.action}: {reason}",
+            level="error",
+            origin=self.name,
+            handler={"name": self.name, "failures": self.failed},
+            reason=reason,
+            failed_event={"action": event.action, "sequence": event.sequence},
+        )
+
+
+class EventBus:
+    """Creates events and hands them to every subscribed handler's queue."""
+
+    def __init__(self, context: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        self.subscriptions: list[Subscription] = []
+        self.taps: list[Callable[[Event], None]] = []
+        self.context = context
+        self.sequence = 0
+        self._drops_pending = anyio.Event()
+        self._settled = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def subscribe(self, subscription: Subscription) -> Subscription:
+        self.subscriptions.append(subscription)
+        return subscription
+
+    def emit(
+        self,
+        action: str,
+        message: str,
+        level: Level = "info",
+        *,
+        duration_ns: int | None = None,
+        origin: str | None = None,
+        **fields: Any,
+    ) -> Event:
+        """Create an event and queue it for every handler that wants it; never waits."""
+        self.sequence += 1
+        if self.context is not None:
+            fields = {**fields, **self.context()}
+        event = Event(
+            action=action,
+            message=message,
+            level=level,
+            fields=fields,
+            sequence=self.sequence,
+            duration_ns=duration_ns,
+            origin=origin,
+        )
+        self.publish(event)
+        return event
+
+    def publish(self, event: Event) -> None:
+        """Queue an already-built event (``emit`` is the usual way in)."""
+        if event.sequence == 0:
+            self.sequence += 1
+            event = replace(event, sequence=self.sequence)
+        for tap in self.taps:
+            tap(event)
+        for sub in self.subscriptions:
+            if sub.wants(event) and not sub.offer(event):
+                self._drops_pending.set()
+
+    def settled(self) -> None:
+        """Called by a subscription whose queue ran empty."""
+        self._settled.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run every handler's task and the drop reporter until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for sub in self.subscriptions:
+                tg.start_soon(sub.run, self, name=f"handler {sub.name}")
+            tg.start_soon(self._report_drops, name="drop reporter")
+            task_status.started()
+
+    def replace_subscriptions(self, new: list[Subscription]) -> None:
+        """Swap the handlers (config reload): the old ones finish their queues, then close."""
+        old, self.subscriptions = self.subscriptions, list(new)
+        for sub in old:
+            sub.close()
+        if self._tg is not None:
+            for sub in new:
+                self._tg.start_soon(sub.run, self, name=f"handler {sub.name}")
+
+    async def drain(self, within: float) -> bool:
+        """Wait until every queue is empty and no handler is busy; ``False`` if not ``within``."""
+        with anyio.move_on_after(within):
+            while not all(sub.idle for sub in self.subscriptions):
+                self._settled = anyio.Event()
+                with anyio.move_on_after(0.05):
+                    await self._settled.wait()
+            return True
+        return False
+
+    async def aclose(self) -> None:
+        """Close every handler that has ``aclose``."""
+        for sub in self.subscriptions:
+            await _close_handler(sub)
+
+    def reopen(self) -> None:
+        """Ask every handler that can (log files) to reopen its output, e.g. after rotation."""
+        for sub in self.subscriptions:
+            reopen = getattr(sub.handler, "reopen", None)
+            if reopen is not None:
+                reopen()
+
+    async def _report_drops(self) -> None:
+        while True:
+            await self._drops_pending.wait()
+            await anyio.sleep(DROP_REPORT_INTERVAL)
+            self._drops_pending = anyio.Event()
+            counts = {s.name: s.dropped for s in self.subscriptions if s.dropped}
+            self.emit(
+                "handler.dropped",
+                f"debug events dropped under load: {sum(counts.values())} in total",
+                level="warning",
+                dropped=counts,
+            )
+
+    @contextmanager
+    def capture(self) -> Iterator[list[Event]]:
+        """Collect every event emitted inside the block (for tests; see ``watcher.testing``)."""
+        captured: list[Event] = []
+        self.taps.append(captured.append)
+        try:
+            yield captured
+        finally:
+            self.taps.remove(captured.append)
+
+
+async def _close_handler(sub: Subscription) -> None:
+    closer = getattr(sub.handler, "aclose", None)
+    if closer is not None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(sub.timeout):
+            await closer()

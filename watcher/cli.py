@@ -1,0 +1,174 @@
+"""The ``watcher`` command line (DESIGN §8). Exit codes: 0 ok, 1 failure, 2 usage or config.
+
+Only this module turns errors into messages and exit codes; everything below raises.
+Commands that change state work through the data directory's files, so they work
+whether or not the service runs, and say which way they went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import anyio
+import orjson
+
+from watcher import __version__
+from watcher.bus import EventBus
+from watcher.config import Config, ConfigError, find_config, load_config
+from watcher.control import control_dir, submit
+from watcher.controller import Controller
+from watcher.lock import AlreadyRunning, InstanceLock
+from watcher.operations import RequestError, enter, leave
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A command failed; the message is for the operator."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _config(args: argparse.Namespace) -> Config:
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    return load_config(find_config(Path(args.config) if args.config else None), data_dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from watcher.service import Service
+
+    config = _config(args)
+    service = Service(config, data_dir_override=Path(args.data_dir) if args.data_dir else None)
+    try:
+        return anyio.run(service.serve)
+    except AlreadyRunning as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    where = config.source or "(defaults)"
+    print(
+        f"{where}: ok (data_dir {config.data_dir}, {len(config.jobs)} jobs, "
+        f"{len(config.maintenance.windows)} windows, {len(config.handlers)} handlers)"
+    )
+    return EXIT_OK
+
+
+def _change(args: argparse.Namespace, request: dict[str, Any]) -> int:
+    """Carry out a state-changing request through the service, or directly when it is down."""
+    config = _config(args)
+    lock = InstanceLock(config.paths.state / "lock")
+    try:
+        lock.acquire(record_pid=False)
+    except AlreadyRunning as running:
+        answer = submit(control_dir(config.paths.spool), request)
+        if answer is None:
+            raise CommandError(f"the service (pid {running.pid}) did not answer in time") from None
+        print(f"{answer.get('message')} (through the running service, pid {running.pid})")
+        return EXIT_OK if answer.get("ok") else EXIT_FAILURE
+    try:
+        ctl = Controller(config.paths, EventBus(), default_message=config.maintenance.message)
+        ctl.load()
+        if request["op"] == "enter":
+            message = enter(ctl, request, config.tz, config.maintenance.granularity)
+        else:
+            message = leave(ctl)
+    except RequestError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        lock.release()
+    print(f"{message} (service not running: state written directly)")
+    return EXIT_OK
+
+
+def cmd_enter(args: argparse.Namespace) -> int:
+    request = {
+        "op": "enter",
+        "message": args.message,
+        "window": args.window,
+        "for": args.duration,
+        "until": args.until,
+    }
+    return _change(args, request)
+
+
+def cmd_leave(args: argparse.Namespace) -> int:
+    return _change(args, {"op": "leave"})
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from watcher.status import collect, format_status
+
+    report = collect(_config(args))
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(format_status(report))
+    return EXIT_OK
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="F",
+        help="config file (default: $WATCHER_CONFIG, /etc/watcher/watcher.toml, or none)",
+    )
+    parser.add_argument("--data-dir", metavar="D", help="data directory (overrides data_dir)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="watcher", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"watcher {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
+        p = sub.add_parser(name, help=help, description=help)
+        _common(p)
+        p.set_defaults(func=func)
+        return p
+
+    command("run", cmd_run, "run the service in the foreground")
+    status = command("status", cmd_status, "maintenance, holds, windows, service up?")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("enter", cmd_enter, "enter manual maintenance")
+    p.add_argument("--message", "-m", help="message shown to users")
+    p.add_argument("--window", metavar="HH:MM-HH:MM", help="a daily window, until `leave`")
+    until = p.add_mutually_exclusive_group()
+    until.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 2h, 30m")
+    until.add_argument("--until", metavar="TIME", help="HH:MM or an ISO-8601 date-time")
+    command("leave", cmd_leave, "release manual maintenance")
+    config = sub.add_parser("config", help="configuration commands")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    check = config_sub.add_parser("check", help="validate the configuration without running")
+    _common(check)
+    check.set_defaults(func=cmd_config_check)
+    return parser
+
+
+def fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"watcher: {message}\n")
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        fail("configuration error:\n  " + "\n  ".join(str(p) for p in exc.problems), EXIT_USAGE)
+    except CommandError as exc:
+        fail(str(exc), exc.code)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

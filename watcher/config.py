@@ -1,0 +1,592 @@
+"""The configuration: typed, frozen records built from TOML, with every problem reported at once.
+
+``load_config`` reads the file (or none: defaults), applies ``--data-dir``, and either
+returns a ``Config`` or raises ``ConfigError`` listing each problem as
+``file: key: reason``. Nothing here prints or exits; the CLI does that (exit 2).
+
+Relative paths: ``data_dir`` in a file is relative to that file's directory; ``[paths]``
+entries are relative to ``data_dir``; ``--data-dir`` is relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from watcher.events import LEVELS, Level
+from watcher.units import (
+    Level as SpaceLevel,
+)
+from watcher.units import (
+    parse_bytes,
+    parse_count_level,
+    parse_duration,
+    parse_level,
+    parse_time_of_day,
+    parse_weekday,
+)
+
+T = TypeVar("T")
+DEFAULT_CONFIG_PATHS = (Path("/etc/watcher/watcher.toml"),)
+BUILTIN_HANDLER_TYPES = ("log", "command", "webhook")
+JOB_ARG_KEYS: dict[str, frozenset[str]] = {
+    "dbcheck": frozenset({"check", "on_corruption", "optimise"}),
+    "backup": frozenset({"dest", "keep"}),
+    "restore": frozenset({"from"}),
+    "archive": frozenset({"before"}),
+    "command": frozenset({"argv", "env"}),
+}
+_JOB_COMMON_KEYS = frozenset({"name", "type", "at", "days", "maintenance", "timeout", "retry_safe"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration."""
+
+    file: str
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``problems`` says every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    maint_file: Path
+    data: Path
+    files: Path
+    archive_root: Path
+    logs: Path
+    spool: Path
+    state: Path
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    mode: Literal["auto", "native", "poll"] = "auto"
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    name: str
+    start: int  # minutes since local midnight
+    end: int
+    message: str | None = None
+    days: frozenset[int] = frozenset(range(7))
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    message: str = "The system is under maintenance."
+    granularity: int = 10  # minutes
+    notice: float = 600.0
+    windows: tuple[WindowConfig, ...] = ()
+
+
+_WARN = SpaceLevel(percent=10.0)
+_MAINTENANCE = SpaceLevel(amount=512 * 1024**2)
+_CRITICAL = SpaceLevel(amount=10 * 1024**2)  # the model product's floor
+_INODES_WARN = SpaceLevel(percent=5.0)
+_INODES_CRITICAL = SpaceLevel(percent=1.0)
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    interval: float = 1.0
+    warn: SpaceLevel = _WARN
+    maintenance: SpaceLevel = _MAINTENANCE
+    critical: SpaceLevel = _CRITICAL
+    inodes_warn: SpaceLevel = _INODES_WARN
+    inodes_critical: SpaceLevel = _INODES_CRITICAL
+    for_samples: int = 2
+    reminder: float = 600.0
+    timeout: float = 5.0  # sampling timeout (network filesystems)
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    allowed_uids: tuple[int, ...] = ()
+    allowed_paths: tuple[Path, ...] = ()
+    max_size: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    name: str
+    type: str
+    at: int | None = None
+    days: frozenset[int] = frozenset(range(7))
+    maintenance: bool | None = None  # None: the job type's default
+    timeout: float | None = None
+    retry_safe: bool | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    type: str = "log"
+    events: tuple[str, ...] = ("*",)
+    min_level: Level = "info"
+    timeout: float = 5.0
+    queue_size: int = 10_000
+    target: str = "stdout"
+    format: Literal["auto", "json", "console"] = "auto"
+    argv: tuple[str, ...] = ()
+    url: str = ""
+    secret_env: str | None = None
+    retries: int = 3
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    shutdown_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    paths: PathsConfig
+    source: Path | None = None
+    timezone: str = "UTC"
+    watch: WatchConfig = WatchConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+    disk: DiskConfig = DiskConfig()
+    trigger: TriggerConfig = TriggerConfig()
+    jobs: tuple[JobConfig, ...] = ()
+    handlers: tuple[HandlerConfig, ...] = (HandlerConfig(),)
+    service: ServiceConfig = ServiceConfig()
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def job(self, name: str) -> JobConfig | None:
+        return next((j for j in self.jobs if j.name == name), None)
+
+
+class _Collector:
+    """Collects problems for one file."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def add(self, key: str, reason: str) -> None:
+        self.problems.append(Problem(self.file, key, reason))
+
+
+class _Section:
+    """Reads one TOML table, converting values and recording problems and unknown keys."""
+
+    def __init__(self, data: object, prefix: str, out: _Collector) -> None:
+        self.prefix = prefix
+        self.out = out
+        self.seen: set[str] = set()
+        if isinstance(data, dict):
+            self.data: dict[str, Any] = data
+        else:
+            out.add(prefix or "(top level)", "expected a table")
+            self.data = {}
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def raw(self, name: str) -> Any:
+        self.seen.add(name)
+        return self.data.get(name)
+
+    def get(self, name: str, convert: Callable[[Any], T], default: T) -> T:
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        try:
+            return convert(self.data[name])
+        except (ValueError, TypeError) as exc:
+            self.out.add(self.key(name), str(exc))
+            return default
+
+    def finish(self, allowed_extra: frozenset[str] = frozenset()) -> None:
+        for name in self.data:
+            if name not in self.seen and name not in allowed_extra:
+                self.out.add(self.key(name), "unknown key")
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number ≥ 1, got {value!r}")
+    return value
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)
+
+
+def _choice(*options: str) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if value not in options:
+            raise ValueError(f"{value!r} is not one of: {', '.join(options)}")
+        return value
+
+    return convert
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def _timezone(value: Any) -> str:
+    name = _string(value)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f'{name!r} is not a known IANA time zone (e.g. "Asia/Tokyo")') from None
+    return name
+
+
+def system_timezone() -> str:
+    """The system's IANA zone name: $TZ, /etc/timezone, the /etc/localtime link, else UTC."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(OSError):
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    try:
+        link = os.readlink("/etc/localtime")
+        candidates.append(link.split("zoneinfo/", 1)[1] if "zoneinfo/" in link else "")
+    except OSError:
+        pass
+    for name in candidates:
+        try:
+            if name:
+                ZoneInfo(name)
+                return name
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+    return "UTC"
+
+
+def _paths_for(data_dir: Path, raw: object, out: _Collector) -> PathsConfig:
+    section = _Section(raw, "paths", out)
+    defaults = {
+        "maint_file": "mw/data/maint",
+        "data": "mw/data",
+        "files": "mw/file",
+        "archive_root": "mw",
+        "logs": "mw/log/sched/dynamic",
+        "spool": "mw/spool",
+        "state": "mw/watcher",
+    }
+    resolved = {
+        name: data_dir / section.get(name, _string, default) for name, default in defaults.items()
+    }
+    section.finish()
+    return PathsConfig(**resolved)
+
+
+def _window(raw: object, key: str, granularity: int, out: _Collector) -> WindowConfig | None:
+    section = _Section(raw, key, out)
+    name = section.get("name", _string, "")
+    if not name:
+        out.add(section.key("name"), "every window needs a name")
+
+    def time_of_day(value: Any) -> int:
+        return parse_time_of_day(value, granularity)
+
+    start = section.get("start", time_of_day, -1)
+    end = section.get("end", time_of_day, -1)
+    for part in ("start", "end"):
+        if not section.has(part):
+            out.add(section.key(part), 'missing; use "HH:MM"')
+    message = section.get("message", _string, None)
+    days = section.get("days", lambda v: frozenset(parse_weekday(d) for d in _strings(v)), None)
+    section.finish()
+    if start >= 0 and start == end:
+        out.add(section.key("end"), "equals start; a window cannot be empty")
+        return None
+    if start < 0 or end < 0 or not name:
+        return None
+    return WindowConfig(
+        name, start, end, message, days if days is not None else frozenset(range(7))
+    )
+
+
+def _maintenance(raw: object, out: _Collector) -> MaintenanceConfig:
+    section = _Section(raw, "maintenance", out)
+    message = section.get("message", _string, MaintenanceConfig.message)
+    granularity_s = section.get("granularity", _positive_duration, 600.0)
+    granularity = int(granularity_s // 60)
+    if granularity_s % 60 or granularity < 1 or (24 * 60) % granularity:
+        out.add("maintenance.granularity", 'must be whole minutes that divide a day (e.g. "10m")')
+        granularity = 10
+    notice = section.get("notice", parse_duration, MaintenanceConfig.notice)
+    windows_raw = section.raw("windows") or []
+    windows: list[WindowConfig] = []
+    if not isinstance(windows_raw, list):
+        out.add("maintenance.windows", "expected an array of tables ([[maintenance.windows]])")
+        windows_raw = []
+    for i, item in enumerate(windows_raw):
+        window = _window(item, f"maintenance.windows[{i}]", granularity, out)
+        if window is not None:
+            if any(w.name == window.name for w in windows):
+                out.add(f"maintenance.windows[{i}].name", f"duplicate window name {window.name!r}")
+            windows.append(window)
+    section.finish()
+    return MaintenanceConfig(message, granularity, notice, tuple(windows))
+
+
+def _disk(raw: object, out: _Collector, data_dir: Path) -> DiskConfig:
+    section = _Section(raw, "disk", out)
+    d = DiskConfig()
+    disk = DiskConfig(
+        interval=section.get("interval", _positive_duration, d.interval),
+        warn=section.get("warn", parse_level, d.warn),
+        maintenance=section.get("maintenance", parse_level, d.maintenance),
+        critical=section.get("critical", parse_level, d.critical),
+        inodes_warn=section.get("inodes_warn", parse_count_level, d.inodes_warn),
+        inodes_critical=section.get("inodes_critical", parse_count_level, d.inodes_critical),
+        for_samples=section.get("for_samples", _positive_int, d.for_samples),
+        reminder=section.get("reminder", _positive_duration, d.reminder),
+        timeout=section.get("timeout", _positive_duration, d.timeout),
+    )
+    section.finish()
+    try:
+        st = os.statvfs(data_dir)
+        total, inodes = st.f_blocks * st.f_frsize, st.f_files
+    except OSError:
+        total, inodes = 100 * 1024**3, 10**7
+    order = (("warn", disk.warn), ("maintenance", disk.maintenance), ("critical", disk.critical))
+    for (hi_name, hi), (lo_name, lo) in itertools.pairwise(order):
+        if hi.resolve(total) <= lo.resolve(total):
+            out.add(
+                f"disk.{hi_name}",
+                f"{hi} must be more free space than disk.{lo_name} ({lo}) on this filesystem",
+            )
+    if inodes and disk.inodes_warn.resolve(inodes) <= disk.inodes_critical.resolve(inodes):
+        out.add("disk.inodes_warn", "must be more free inodes than disk.inodes_critical")
+    return disk
+
+
+def _trigger(raw: object, out: _Collector, base: Path) -> TriggerConfig:
+    section = _Section(raw, "trigger", out)
+
+    def uids(value: Any) -> tuple[int, ...]:
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+        ):
+            raise ValueError("expected a list of numeric user ids")
+        return tuple(value)
+
+    def roots(value: Any) -> tuple[Path, ...]:
+        return tuple((base / p).resolve() for p in _strings(value))
+
+    trigger = TriggerConfig(
+        allowed_uids=section.get("allowed_uids", uids, ()),
+        allowed_paths=section.get("allowed_paths", roots, ()),
+        max_size=section.get("max_size", parse_bytes, TriggerConfig.max_size),
+    )
+    section.finish()
+    return trigger
+
+
+def _job(raw: object, key: str, granularity: int, out: _Collector) -> JobConfig | None:
+    section = _Section(raw, key, out)
+    name = section.get("name", _string, "")
+    job_type = section.get("type", _string, name)
+    if not name:
+        out.add(section.key("name"), "every job needs a name")
+    at = section.get("at", lambda v: parse_time_of_day(v, granularity), None)
+    days = section.get("days", lambda v: frozenset(parse_weekday(d) for d in _strings(v)), None)
+    job = JobConfig(
+        name=name,
+        type=job_type,
+        at=at,
+        days=days if days is not None else frozenset(range(7)),
+        maintenance=section.get("maintenance", _boolean, None),
+        timeout=section.get("timeout", _positive_duration, None),
+        retry_safe=section.get("retry_safe", _boolean, None),
+        args={k: v for k, v in section.data.items() if k not in _JOB_COMMON_KEYS},
+    )
+    allowed = JOB_ARG_KEYS.get(job_type)
+    section.finish(allowed if allowed is not None else frozenset(section.data))  # plugins: theirs
+    return job if name else None
+
+
+def _handler(raw: object, key: str, out: _Collector) -> HandlerConfig:
+    section = _Section(raw, key, out)
+    d = HandlerConfig()
+    kind = section.get("type", _string, "log")
+    handler = HandlerConfig(
+        type=kind,
+        events=section.get("events", _strings, d.events),
+        min_level=section.get("min_level", _choice(*LEVELS), d.min_level),
+        timeout=section.get("timeout", _positive_duration, d.timeout),
+        queue_size=section.get("queue_size", _positive_int, d.queue_size),
+        target=section.get("target", _string, d.target),
+        format=section.get("format", _choice("auto", "json", "console"), d.format),
+        argv=section.get("argv", _strings, d.argv),
+        url=section.get("url", _string, d.url),
+        secret_env=section.get("secret_env", _string, None),
+        retries=section.get("retries", lambda v: _positive_int(v + 1) - 1, d.retries),
+        options={k: v for k, v in section.data.items() if k not in section.seen},
+    )
+    if kind == "command" and not handler.argv:
+        out.add(section.key("argv"), "a command handler needs a non-empty argv list")
+    if kind == "webhook" and not handler.url.startswith(("http://", "https://")):
+        out.add(section.key("url"), "a webhook handler needs an http:// or https:// url")
+    section.finish(frozenset(section.data) if kind not in BUILTIN_HANDLER_TYPES else frozenset())
+    return handler
+
+
+def _array(section: _Section, name: str) -> list[Any]:
+    value = section.raw(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        section.out.add(name, f"expected an array of tables ([[{name}]])")
+        return []
+    return value
+
+
+def build_config(
+    raw: Mapping[str, Any], *, source: Path | None, data_dir: Path | None = None
+) -> Config:
+    """A ``Config`` from parsed TOML; raises ``ConfigError`` with every problem found."""
+    out = _Collector(str(source) if source else "(no config file)")
+    top = _Section(dict(raw), "", out)
+    base = source.parent if source else Path.cwd()
+    configured = top.get("data_dir", _string, None)
+    if data_dir is None and configured is not None:
+        data_dir = base / configured
+    if data_dir is None:
+        out.add("data_dir", "required: set data_dir in the config or pass --data-dir")
+        data_dir = Path("/nonexistent")
+    data_dir = data_dir.absolute()
+    if (configured is not None or data_dir != Path("/nonexistent")) and not data_dir.is_dir():
+        out.add("data_dir", f"directory {data_dir} does not exist")
+    tz = top.get("timezone", _timezone, None) or system_timezone()
+    paths = _paths_for(data_dir, top.raw("paths") or {}, out)
+    watch_s = _Section(top.raw("watch") or {}, "watch", out)
+    watch = WatchConfig(
+        mode=cast(Any, watch_s.get("mode", _choice("auto", "native", "poll"), "auto")),
+        poll_interval=watch_s.get("poll_interval", _positive_duration, 1.0),
+    )
+    watch_s.finish()
+    maintenance = _maintenance(top.raw("maintenance") or {}, out)
+    disk = _disk(top.raw("disk") or {}, out, data_dir)
+    trigger = _trigger(top.raw("trigger") or {}, out, base)
+    jobs = [
+        job
+        for i, item in enumerate(_array(top, "jobs"))
+        if (job := _job(item, f"jobs[{i}]", maintenance.granularity, out)) is not None
+    ]
+    names = [j.name for j in jobs]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            out.add(f"jobs[{i}].name", f"duplicate job name {name!r}")
+    handlers_raw = _array(top, "handlers")
+    handlers = [_handler(item, f"handlers[{i}]", out) for i, item in enumerate(handlers_raw)]
+    service_s = _Section(top.raw("service") or {}, "service", out)
+    service = ServiceConfig(
+        shutdown_timeout=service_s.get("shutdown_timeout", parse_duration, 30.0)
+    )
+    service_s.finish()
+    top.finish()
+    if out.problems:
+        raise ConfigError(out.problems)
+    config = Config(
+        data_dir=data_dir,
+        source=source,
+        timezone=tz,
+        paths=paths,
+        watch=watch,
+        maintenance=maintenance,
+        disk=disk,
+        trigger=trigger,
+        jobs=tuple(jobs),
+        handlers=tuple(handlers) if handlers_raw else (HandlerConfig(),),
+        service=service,
+    )
+    _check_plugins(config, out)
+    if out.problems:
+        raise ConfigError(out.problems)
+    return config
+
+
+def _check_plugins(config: Config, out: _Collector) -> None:
+    """Job arguments checked by their job type; plugin handlers and jobs importable."""
+    from watcher.handlers import check_handler
+    from watcher.jobs import check_job
+
+    for i, job in enumerate(config.jobs):
+        for reason in check_job(job):
+            out.add(f"jobs[{i}]", reason)
+    for i, handler in enumerate(config.handlers):
+        for reason in check_handler(handler):
+            out.add(f"handlers[{i}]", reason)
+
+
+def default_config(data_dir: Path) -> Config:
+    """The configuration with every default, for ``data_dir``."""
+    return build_config({}, source=None, data_dir=data_dir)
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    """The config file to use: ``--config``, else ``$WATCHER_CONFIG``, else /etc/watcher/…"""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("WATCHER_CONFIG")
+    if env:
+        return Path(env)
+    return next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+
+
+def load_config(path: Path | None, data_dir: Path | None = None) -> Config:
+    """Read and validate the config file (``None``: defaults only)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError([Problem(str(path), "(file)", "no such file")]) from None
+        except OSError as exc:
+            raise ConfigError([Problem(str(path), "(file)", exc.strerror or str(exc))]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([Problem(str(path), "(syntax)", str(exc))]) from None
+    return build_config(raw, source=path, data_dir=data_dir)

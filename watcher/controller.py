@@ -1,0 +1,277 @@
+"""The maintenance shell: keeps holds, makes the maint file match them, and reads the truth.
+
+Every change goes through here, in the service and in the CLI when the service is down:
+add or release a hold, expire holds whose time is up, and ``observe`` the maint file to
+notice an operator's ``touch`` (adopt as a manual hold) or ``rm`` (release everything,
+never recreating the file). Decisions come from ``watcher.maintenance``; this class
+only carries them out, persists the state and emits the events.
+
+watcher tells its own writes from others' by the file's identity (inode, size, mtime)
+recorded when it wrote it, never by timing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from watcher.atomic import remove_durably, write_atomic
+from watcher.bus import EventBus
+from watcher.config import PathsConfig
+from watcher.maintenance import (
+    Hold,
+    active_holds,
+    decide,
+    message_from_file,
+    next_expiry,
+    operator_hold,
+    reconcile,
+    with_hold,
+)
+from watcher.state import FileStamp, State, StateStore
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Controller:
+    """Owns the holds and the maint file for one data directory."""
+
+    def __init__(
+        self,
+        paths: PathsConfig,
+        bus: EventBus,
+        *,
+        default_message: str,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.paths = paths
+        self.bus = bus
+        self.default_message = default_message
+        self.clock = clock
+        self.store = StateStore(paths.state)
+        self.state = State()
+        self._rendered: bytes | None = None
+        self._snapshot: dict[str, Any] = {}
+        self.on_release: list[Callable[[], None]] = []
+
+    # --- state -------------------------------------------------------------------------
+
+    def load(self) -> str | None:
+        """Load the saved state; returns a warning when the file had to be discarded."""
+        self.state, warning = self.store.load()
+        self._refresh_snapshot()
+        return warning
+
+    def update(self, **changes: Any) -> None:
+        """Change non-hold parts of the state and save it."""
+        self.state = replace(self.state, **changes)
+        self.store.save(self.state)
+
+    @property
+    def active(self) -> bool:
+        return bool(active_holds(self.state.holds, self.clock()))
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ``watcher.maintenance`` fields every event carries."""
+        return self._snapshot
+
+    def _refresh_snapshot(self) -> None:
+        now = self.clock()
+        content = decide(self.state.holds, now, self.default_message)
+        self._snapshot = {
+            "maintenance": {
+                "active": content is not None,
+                "holds": [h.to_dict() for h in active_holds(self.state.holds, now)],
+                "message": content.message if content else None,
+            }
+        }
+
+    # --- holds -------------------------------------------------------------------------
+
+    def add_hold(self, hold: Hold) -> None:
+        """Hold maintenance for a reason (replacing a hold with the same reason and name).
+
+        The truth is read first, so an operator's release that happened just before is
+        honoured before the new hold, not undone by it.
+        """
+        self.observe()
+        self._add_hold(hold)
+
+    def _add_hold(self, hold: Hold) -> None:
+        self.state = replace(self.state, holds=with_hold(self.state.holds, hold))
+        self._refresh_snapshot()
+        self.bus.emit(
+            "maintenance.hold_added",
+            f"maintenance held: {hold.reason} {hold.name}",
+            hold=hold.to_dict(),
+        )
+        self._apply()
+
+    def release(self, reason: str, name: str | None = None, *, why: str = "released") -> bool:
+        """Release the matching holds; ``False`` when there were none."""
+        gone = [h for h in self.state.holds if h.reason == reason and name in (None, h.name)]
+        if not gone:
+            return False
+        self.state = replace(self.state, holds=tuple(h for h in self.state.holds if h not in gone))
+        self._refresh_snapshot()
+        for hold in gone:
+            self._emit_released(hold, why)
+        self._apply()
+        return True
+
+    def expire(self) -> None:
+        """Release holds whose ``until`` has passed."""
+        now = self.clock()
+        expired = [h for h in self.state.holds if not h.active(now)]
+        if not expired:
+            return
+        self.state = replace(self.state, holds=tuple(h for h in self.state.holds if h.active(now)))
+        self._refresh_snapshot()
+        for hold in expired:
+            self._emit_released(hold, "expired")
+        self._apply()
+
+    def next_deadline(self) -> datetime | None:
+        return next_expiry(self.state.holds, self.clock())
+
+    def hold(self, reason: str, name: str) -> Hold | None:
+        return next((h for h in self.state.holds if h.key == (reason, name)), None)
+
+    def _emit_released(self, hold: Hold, why: str) -> None:
+        self.bus.emit(
+            "maintenance.hold_released",
+            f"maintenance hold released ({why}): {hold.reason} {hold.name}",
+            hold=hold.to_dict(),
+            why=why,
+        )
+
+    # --- the file ----------------------------------------------------------------------
+
+    def observe(self) -> str:
+        """Re-read the truth (does the maint file exist?) and act on what others did.
+
+        Returns ``"unchanged"``, ``"adopt"`` or ``"released"``.
+        """
+        self.expire()
+        exists = os.path.lexists(self.paths.maint_file)
+        verdict = reconcile(exists, self.state.holds, self.clock())
+        if verdict == "adopt":
+            self._adopt()
+        elif verdict == "released":
+            self._released_by_operator()
+        return verdict
+
+    def _adopt(self) -> None:
+        try:
+            content = self.paths.maint_file.read_bytes()[:65536]
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            content = b""
+        message = message_from_file(content)
+        hold = operator_hold(self.clock(), message)
+        self.bus.emit(
+            "maintenance.adopted",
+            "maint file created by someone else: adopted as a manual hold",
+            file=str(self.paths.maint_file),
+            operator_message=message,
+        )
+        self._add_hold(hold)
+
+    def _released_by_operator(self) -> None:
+        """The file was deleted by someone else: drop every hold, never recreate the file."""
+        now = self.clock()
+        holds = self.state.holds
+        skipped = [
+            f"{h.name}@{h.until.isoformat()}" for h in holds if h.reason == "window" and h.until
+        ]
+        self.state = replace(
+            self.state,
+            holds=(),
+            manual_windows=(),
+            skipped=(*self.state.skipped, *skipped),
+            disk_armed=self.state.disk_armed and not any(h.reason == "disk" for h in holds),
+            written=None,
+        )
+        self._rendered = None
+        self._refresh_snapshot()
+        self.bus.emit(
+            "maintenance.released_by_operator",
+            "maint file deleted by someone else: all holds released",
+            level="warning",
+            file=str(self.paths.maint_file),
+            released=[h.to_dict() for h in holds],
+        )
+        for hold in holds:
+            self._emit_released(hold, "operator")
+            if hold.reason == "job":
+                self.bus.emit(
+                    "maintenance.hold_released",
+                    f"job {hold.name} keeps running without maintenance",
+                    level="warning",
+                    hold=hold.to_dict(),
+                    why="operator",
+                    job_running=True,
+                )
+        if self.state.entered_at is not None:
+            self._left(now)
+        self._save()
+        for callback in self.on_release:
+            callback()
+
+    def _apply(self) -> None:
+        """Make the file match the holds; emit entered/left; save the state."""
+        now = self.clock()
+        was_active = self.state.entered_at is not None
+        content = decide(self.state.holds, now, self.default_message)
+        if self.state.written is not None and not os.path.lexists(self.paths.maint_file):
+            # The file we wrote is gone: that is an operator's release, not ours to undo.
+            self._released_by_operator()
+            return
+        if content is None:
+            remove_durably(self.paths.maint_file)
+            self.state = replace(self.state, written=None)
+            self._rendered = None
+            if was_active:
+                self._left(now)
+        else:
+            rendered = content.render()
+            if rendered != self._rendered or self.state.written is None:
+                self.paths.maint_file.parent.mkdir(parents=True, exist_ok=True)
+                st = write_atomic(self.paths.maint_file, rendered)
+                self.state = replace(self.state, written=FileStamp.of(st))
+                self._rendered = rendered
+            if not was_active:
+                self.state = replace(self.state, entered_at=now)
+                self._refresh_snapshot()
+                self.bus.emit(
+                    "maintenance.entered",
+                    f"maintenance entered: {content.message}",
+                    file=str(self.paths.maint_file),
+                )
+        self._save()
+
+    def _left(self, now: datetime) -> None:
+        entered = self.state.entered_at
+        self.state = replace(self.state, entered_at=None)
+        self._refresh_snapshot()
+        duration = int((now - entered).total_seconds() * 1e9) if entered else None
+        self.bus.emit("maintenance.left", "maintenance left", duration_ns=duration)
+
+    def _save(self) -> None:
+        self.store.save(self.state)
+        self._refresh_snapshot()
+
+    def set_holds_interrupted(self, names: set[str]) -> None:
+        """Mark job holds as interrupted (a crash cut their job short)."""
+        holds = tuple(
+            replace(h, interrupted=True) if h.reason == "job" and h.name in names else h
+            for h in self.state.holds
+        )
+        self.state = replace(self.state, holds=holds)
+        self._apply()

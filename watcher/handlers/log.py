@@ -1,0 +1,62 @@
+"""The ``log`` handler: one JSON line per event (or a readable line on a terminal).
+
+Writes go straight to the file descriptor with one ``os.write`` per event, so a
+line is never torn and a log shipper tailing the file sees whole lines. A file target
+is opened in append mode and reopened by ``reopen()`` (SIGHUP), so rotation by rename
+loses nothing: lines go to the old file until the reopen, then to the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from watcher.config import HandlerConfig
+from watcher.events import Event, Origin, render_console, render_json
+
+
+class LogHandler:
+    """JSON lines to stdout or a file; console format when stdout is a terminal."""
+
+    def __init__(self, config: HandlerConfig, origin: Origin) -> None:
+        self.origin = origin
+        self.target = config.target
+        self.fd = -1
+        self._open()
+        console = config.format == "console" or (
+            config.format == "auto" and self.target == "stdout" and os.isatty(self.fd)
+        )
+        self.console = console
+        self.colour = console and os.isatty(self.fd)
+
+    def _open(self) -> None:
+        if self.target == "stdout":
+            self.fd = sys.stdout.fileno()
+        else:
+            self.fd = os.open(
+                self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
+            )
+
+    def render(self, event: Event) -> bytes:
+        if self.console:
+            return render_console(event, self.origin, self.colour).encode() + b"\n"
+        return render_json(event, self.origin) + b"\n"
+
+    async def __call__(self, event: Event) -> None:
+        line = self.render(event)
+        while line:
+            written = os.write(self.fd, line)
+            line = line[written:]
+
+    def reopen(self) -> None:
+        """Reopen a file target (after rotation); stdout stays as it is."""
+        if self.target == "stdout":
+            return
+        old = self.fd
+        self._open()
+        os.close(old)
+
+    async def aclose(self) -> None:
+        if self.target != "stdout" and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

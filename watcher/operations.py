@@ -1,0 +1,108 @@
+"""Operator requests (``enter``, ``leave``), carried out on a ``Controller``.
+
+The same code runs inside the service (a request handed over through the control
+area) and in the CLI when the service is down (under the instance lock), so both
+paths behave alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from watcher.controller import Controller
+from watcher.maintenance import Hold
+from watcher.state import ManualWindow
+from watcher.units import format_time_of_day, parse_duration, parse_time_of_day
+
+CLI_HOLD = "cli"
+
+
+class RequestError(ValueError):
+    """A request that cannot be carried out as given; the message says why."""
+
+
+def parse_until(text: str, now: datetime, tz: ZoneInfo) -> datetime:
+    """``--until``: ``HH:MM`` (the next such local time) or an ISO-8601 date-time."""
+    try:
+        minutes = parse_time_of_day(text)
+    except ValueError:
+        minutes = -1
+    if minutes >= 0:
+        local = now.astimezone(tz)
+        candidate = datetime(local.year, local.month, local.day, tzinfo=tz) + timedelta(
+            minutes=minutes
+        )
+        if candidate <= local:
+            candidate += timedelta(days=1)
+        return candidate
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise RequestError(f"--until {text!r}: use HH:MM or an ISO-8601 date-time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+
+def parse_window(text: str, granularity: int) -> ManualWindow:
+    """``--window HH:MM-HH:MM`` in steps of the granularity."""
+    start_text, sep, end_text = text.partition("-")
+    if not sep:
+        raise RequestError(f"--window {text!r}: use HH:MM-HH:MM")
+    try:
+        start = parse_time_of_day(start_text, granularity)
+        end = parse_time_of_day(end_text, granularity)
+    except ValueError as exc:
+        raise RequestError(f"--window: {exc}") from None
+    if start == end:
+        raise RequestError("--window: start and end are equal; a window cannot be empty")
+    return ManualWindow(start, end)
+
+
+def enter(ctl: Controller, request: Mapping[str, Any], tz: ZoneInfo, granularity: int) -> str:
+    """Hold manual maintenance now (optionally until a time) or add a recurring window."""
+    now = ctl.clock()
+    message = request.get("message") or None
+    if request.get("window"):
+        window = replace(parse_window(str(request["window"]), granularity), message=message)
+        kept = tuple(
+            w for w in ctl.state.manual_windows if (w.start, w.end) != (window.start, window.end)
+        )
+        ctl.update(manual_windows=(*kept, window))
+        span = f"{format_time_of_day(window.start)}-{format_time_of_day(window.end)}"
+        return f"daily maintenance window {span} added; it repeats until `watcher leave`"
+    until: datetime | None = None
+    if request.get("for"):
+        try:
+            until = now + timedelta(seconds=parse_duration(request["for"]))
+        except ValueError as exc:
+            raise RequestError(f"--for: {exc}") from None
+    elif request.get("until"):
+        until = parse_until(str(request["until"]), now, tz)
+        if until <= now:
+            raise RequestError("--until is in the past")
+    ctl.add_hold(Hold(reason="manual", name=CLI_HOLD, since=now, until=until, message=message))
+    if until is not None:
+        return f"maintenance on until {until.astimezone(tz).isoformat(timespec='minutes')}"
+    return "maintenance on until `watcher leave`"
+
+
+def leave(ctl: Controller) -> str:
+    """Release manual maintenance: manual holds, manual windows, holds of interrupted jobs."""
+    ctl.observe()
+    released = ctl.release("manual", why="leave")
+    windows = ctl.state.manual_windows
+    if windows:
+        ctl.update(manual_windows=())
+        for w in windows:
+            released |= ctl.release("window", w.name, why="leave")
+    for hold in [h for h in ctl.state.holds if h.interrupted]:
+        released |= ctl.release(hold.reason, hold.name, why="leave")
+    if not released and not windows:
+        return "no manual maintenance to release"
+    remaining = [f"{h.reason} {h.name}" for h in ctl.state.holds]
+    if remaining:
+        return "manual maintenance released; still held by: " + ", ".join(remaining)
+    return "manual maintenance released; maintenance is off"

@@ -1,0 +1,261 @@
+"""The service: one linear lifecycle — start up, run, shut down — in an anyio task group.
+
+Start: take the instance lock, start the handlers, load the state and reconcile it
+with the maint file (scan), arm the watches, scan again now that they are live, then
+``service.ready`` (and ``READY=1`` to systemd). Run: watches, ticks, deadlines and
+the control area feed the controller; signals are only recorded by the signal task.
+Stop (SIGTERM/SIGINT): ``service.stopping``, stop taking work, ``service.stopped``,
+flush the handlers within ``shutdown_timeout``, exit 0. A second SIGINT exits at once.
+SIGHUP reopens log files and reloads the config (validated first; on error the old
+config stays and ``config.rejected`` says why).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from watcher import __version__
+from watcher.bus import EventBus, Subscription
+from watcher.config import Config, ConfigError, load_config
+from watcher.control import answer, control_dir, pending, take
+from watcher.controller import Clock, Controller, utc_now
+from watcher.events import Origin
+from watcher.handlers import build_handler
+from watcher.lock import InstanceLock
+from watcher.operations import RequestError, enter, leave
+from watcher.sdnotify import Notifier
+from watcher.watching import FlatWatcher
+
+
+class Service:
+    """One running watcher for one data directory."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock = utc_now,
+        data_dir_override: Path | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.data_dir_override = data_dir_override
+        self.origin = Origin(data_dir=str(config.data_dir))
+        self.controller: Controller
+        self.bus = EventBus(context=lambda: self.controller.snapshot())
+        self.controller = Controller(
+            config.paths, self.bus, default_message=config.maintenance.message, clock=clock
+        )
+        self.lock = InstanceLock(config.paths.state / "lock")
+        self.notifier = notifier or Notifier()
+        self.watcher = FlatWatcher(
+            self.bus,
+            mode=config.watch.mode if config.watch.mode != "auto" else "native",
+            tick=config.watch.poll_interval,
+            on_tick=self._tick,
+        )
+        self.watcher.add(config.paths.maint_file.parent, self._maint_dir_changed)
+        self.watcher.add(control_dir(config.paths.spool), self._control_changed)
+        self._stop = anyio.Event()
+        self._deadline_changed = anyio.Event()
+        self._stopping = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code. Raises ``AlreadyRunning``."""
+        self.lock.acquire()
+        try:
+            self._prepare_directories()
+            for i, handler_config in enumerate(self.config.handlers):
+                self.bus.subscribe(self._subscription(i, handler_config))
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.bus.run)
+                await self._startup(tg)
+                await self._stop.wait()
+                await self._shutdown()
+                tg.cancel_scope.cancel()
+        finally:
+            await self.bus.aclose()
+            self.lock.release()
+        return 0
+
+    def stop(self) -> None:
+        """Ask the service to shut down (what SIGTERM does)."""
+        self._stop.set()
+
+    def _prepare_directories(self) -> None:
+        paths = self.config.paths
+        for directory in (paths.state, paths.spool, control_dir(paths.spool)):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def _subscription(self, index: int, handler_config: Any) -> Subscription:
+        return Subscription(
+            f"{index}:{handler_config.type}",
+            build_handler(handler_config, self.origin),
+            events=handler_config.events,
+            min_level=handler_config.min_level,
+            timeout=handler_config.timeout,
+            queue_size=handler_config.queue_size,
+        )
+
+    async def _startup(self, tg: anyio.abc.TaskGroup) -> None:
+        self.bus.emit(
+            "service.started",
+            f"watcher {__version__} starting for {self.config.data_dir}",
+            config=str(self.config.source) if self.config.source else None,
+            timezone=self.config.timezone,
+            inotify=_inotify_limits(),
+        )
+        warning = self.controller.load()
+        if warning:
+            self.bus.emit("service.started", warning, level="warning")
+        self._scan()
+        await tg.start(self.watcher.run)
+        self._scan()  # again, now that the watch is live: nothing slips in between
+        tg.start_soon(self._signals, name="signals")
+        tg.start_soon(self._deadlines, name="deadlines")
+        tg.start_soon(self.notifier.watchdog, name="watchdog")
+        self.bus.emit(
+            "service.ready",
+            "watcher ready",
+            watching="poll" if self.watcher.polling else "inotify",
+        )
+        active = "in maintenance" if self.controller.active else "not in maintenance"
+        self.notifier.notify("READY=1", f"STATUS=ready, {active}")
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        self.notifier.notify("STOPPING=1", "STATUS=stopping")
+        self.bus.emit("service.stopping", "watcher stopping")
+        self.bus.emit("service.stopped", "watcher stopped")
+        await self.bus.drain(self.config.service.shutdown_timeout)
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.bus.reopen()
+                    self.reload()
+                elif self._stop.is_set() and signum == signal.SIGINT:
+                    os._exit(130)  # a second Ctrl-C: the operator wants out now
+                else:
+                    self._stop.set()
+
+    # --- reading the truth -------------------------------------------------------------
+
+    def _scan(self) -> str:
+        verdict = self.controller.observe()
+        self._process_control()
+        self._deadline_changed.set()
+        return verdict
+
+    def _tick(self) -> None:
+        verdict = self.controller.observe()
+        if verdict != "unchanged":
+            self.bus.emit(
+                "watch.rescanned",
+                f"the periodic re-read found a change no event reported ({verdict})",
+                level="warning" if not self.watcher.polling else "info",
+                change=verdict,
+            )
+        self._process_control()
+
+    def _maint_dir_changed(self, name: str | None) -> None:
+        if name is None or name == self.config.paths.maint_file.name:
+            self.controller.observe()
+            self._deadline_changed.set()
+
+    def _control_changed(self, name: str | None) -> None:
+        if name is None or name.endswith(".req"):
+            self._process_control()
+
+    def _process_control(self) -> None:
+        if self._stopping:
+            return
+        for path in pending(control_dir(self.config.paths.spool)):
+            request = take(path)
+            if request is None:
+                continue
+            answer(path, self._handle_request(request))
+        self._deadline_changed.set()
+
+    def _handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        try:
+            if op == "enter":
+                message = enter(
+                    self.controller,
+                    request,
+                    self.config.tz,
+                    self.config.maintenance.granularity,
+                )
+            elif op == "leave":
+                message = leave(self.controller)
+            elif op == "ping":
+                message = "pong"
+            else:
+                return {"ok": False, "message": f"unknown request {op!r}"}
+        except RequestError as exc:
+            return {"ok": False, "message": str(exc)}
+        return {"ok": True, "message": message, "active": self.controller.active}
+
+    async def _deadlines(self) -> None:
+        """Expire holds on time (``enter --for``), re-planning whenever the holds change."""
+        while True:
+            self._deadline_changed = anyio.Event()
+            deadline = self.controller.next_deadline()
+            delay = 60.0 if deadline is None else _seconds_until(deadline, self.controller.clock())
+            with anyio.move_on_after(min(max(delay, 0.0), 60.0)):
+                await self._deadline_changed.wait()
+            self.controller.expire()
+
+    # --- reload ------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Validate and apply the config file again; on error ``config.rejected``, ``False``."""
+        try:
+            new = load_config(self.config.source, self.data_dir_override)
+        except ConfigError as exc:
+            self.bus.emit(
+                "config.rejected",
+                "new configuration rejected; the old one stays",
+                level="error",
+                problems=[str(p) for p in exc.problems],
+            )
+            return False
+        if new.paths != self.config.paths:
+            self.bus.emit(
+                "config.rejected",
+                "paths and data_dir cannot change on reload; restart the service",
+                level="error",
+                problems=["paths: changed"],
+            )
+            return False
+        self.config = new
+        self.controller.default_message = new.maintenance.message
+        self.bus.replace_subscriptions(
+            [self._subscription(i, h) for i, h in enumerate(new.handlers)]
+        )
+        self.bus.emit("config.reloaded", "configuration reloaded", config=str(new.source))
+        return True
+
+
+def _seconds_until(moment: datetime, now: datetime) -> float:
+    return (moment - now).total_seconds()
+
+
+def _inotify_limits() -> dict[str, int]:
+    limits = {}
+    for name in ("max_user_watches", "max_user_instances", "max_queued_events"):
+        try:
+            limits[name] = int(Path(f"/proc/sys/fs/inotify/{name}").read_text())
+        except (OSError, ValueError):
+            continue
+    return limits

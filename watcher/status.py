@@ -1,0 +1,73 @@
+"""``watcher status``: what an operator wants to know at a glance, from the files alone."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from watcher.config import Config
+from watcher.lock import running_pid
+from watcher.maintenance import active_holds, message_from_file
+from watcher.state import StateStore
+from watcher.units import format_time_of_day
+
+
+def collect(config: Config) -> dict[str, Any]:
+    """The status report as a JSON-ready dict."""
+    now = datetime.now(UTC)
+    pid = running_pid(config.paths.state / "lock")
+    state, _warning = StateStore(config.paths.state).load_readonly()
+    maint = config.paths.maint_file
+    exists = os.path.lexists(maint)
+    try:
+        message = message_from_file(maint.read_bytes()) if exists else None
+    except OSError:
+        message = None
+    return {
+        "data_dir": str(config.data_dir),
+        "service": {"running": pid is not None, "pid": pid if pid and pid > 0 else None},
+        "maintenance": {
+            "active": exists,
+            "file": str(maint),
+            "message": message,
+            "holds": [h.to_dict() for h in active_holds(state.holds, now)],
+        },
+        "manual_windows": [
+            {
+                "start": format_time_of_day(w.start),
+                "end": format_time_of_day(w.end),
+                "message": w.message,
+            }
+            for w in state.manual_windows
+        ],
+        "windows": [
+            {"name": w.name, "start": format_time_of_day(w.start), "end": format_time_of_day(w.end)}
+            for w in config.maintenance.windows
+        ],
+    }
+
+
+def format_status(report: dict[str, Any]) -> str:
+    """The report as readable lines."""
+    service = report["service"]
+    maint = report["maintenance"]
+    lines = [
+        f"data dir:     {report['data_dir']}",
+        "service:      "
+        + (f"running (pid {service['pid']})" if service["running"] else "not running"),
+        "maintenance:  "
+        + (f"ON — {maint['message'] or '(no message)'}" if maint["active"] else "off"),
+    ]
+    for hold in maint["holds"]:
+        until = f" until {hold['until']}" if "until" in hold else ""
+        note = f" — {hold['message']}" if hold.get("message") else ""
+        flag = " [interrupted]" if hold.get("interrupted") else ""
+        lines.append(
+            f"  hold: {hold['reason']} {hold['name']} since {hold['since']}{until}{flag}{note}"
+        )
+    for w in report["manual_windows"]:
+        lines.append(f"manual window: {w['start']}-{w['end']} daily")
+    for w in report["windows"]:
+        lines.append(f"window:       {w['name']} {w['start']}-{w['end']}")
+    return "\n".join(lines)
