@@ -8,7 +8,6 @@ exit raises, which the bus reports as ``handler.failed``.
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import os
 import signal
 import subprocess
