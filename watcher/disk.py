@@ -102,11 +102,11 @@ def step(
 
     Leaving (hysteresis): critical is left only when free > the maintenance threshold,
     maintenance only when free > warn, and warn only when free > warn + (warn - maintenance) / 2,
-    so warn has a band of its own. Leaving lands on the worst level still held, so recovery goes
-    down in steps and at once. Inodes follow the same rules: inode critical is left above
-    inodes_warn, inode warn above inodes_warn + (inodes_warn - inodes_critical) / 2.
-    The guard keeps one level for both measures, so a level is left only when neither
-    measure still holds it.
+    so warn has a band of its own. Leaving lands on the worst level still held, which may be one
+    step down or several (critical straight to ok). Inodes follow the same rules: inode
+    critical is left above inodes_warn, inode warn above inodes_warn + (inodes_warn -
+    inodes_critical) / 2. The guard keeps one level for both measures, so a level is left
+    only when neither measure still holds it.
     """
     measures = _measures(reading, thresholds)
     raw = _worst(_entered(value, rungs) for value, rungs in measures)
@@ -123,7 +123,7 @@ def reminder_due(level: DiskLevel, last_event_at: float, now: float, every: floa
 
 
 def sample(path: Path) -> Reading:
-    """A reading of the filesystem holding ``path`` (blocks on a hung mount: see below)."""
+    """A reading of the filesystem holding ``path``; may block on a hung mount."""
     st = os.statvfs(path)
     has_inodes = st.f_files > 0
     return Reading(
@@ -155,7 +155,10 @@ async def sample_with_timeout(
 
 
 def filesystem_type(path: Path) -> str:
-    """The type (``"ext4"``, ``"nfs4"``…) of the mount holding ``path``, or ``"unknown"``."""
+    """The type (``"ext4"``, ``"nfs4"``…) of the mount holding ``path``, or ``"unknown"``.
+
+    Resolves ``path`` (following symlinks), so call it once at start-up, not on each sample.
+    """
     target = Path(path).resolve()
     best, fstype = -1, "unknown"
     for part in psutil.disk_partitions(all=True):
