@@ -14,6 +14,7 @@ The timeout bounds how long one event can hold a handler, so such a queue keeps 
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +29,7 @@ from anyio.abc import TaskStatus
 from watcher.events import LEVELS, Event, Level
 
 DROP_REPORT_INTERVAL = 1.0
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Handler(Protocol):
@@ -105,6 +107,9 @@ class Subscription:
             except TimeoutError:
                 self._failed(bus, event, f"timed out after {self.timeout:g}s")
             except Exception as exc:
+                if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+                    for callback in bus.on_no_space:
+                        callback()
                 self._failed(bus, event, f"{type(exc).__name__}: {exc}")
             finally:
                 self.busy = False
@@ -133,6 +138,7 @@ class EventBus:
     def __init__(self, context: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.subscriptions: list[Subscription] = []
         self.taps: list[Callable[[Event], None]] = []
+        self.on_no_space: list[Callable[[], None]] = []  # a handler's write hit ENOSPC/EDQUOT
         self.context = context
         self.sequence = 0
         self._drops_pending = anyio.Event()

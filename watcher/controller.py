@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watcher.atomic import remove_durably, write_atomic
-from watcher.bus import EventBus
+from watcher.bus import NO_SPACE, EventBus
 from watcher.config import PathsConfig
 from watcher.maintenance import (
     Hold,
@@ -60,6 +60,7 @@ class Controller:
         self._rendered: bytes | None = None
         self._snapshot: dict[str, Any] = {}
         self.on_release: list[Callable[[], None]] = []
+        self.on_no_space: list[Callable[[], None]] = []
 
     # --- state -------------------------------------------------------------------------
 
@@ -72,7 +73,7 @@ class Controller:
     def update(self, **changes: Any) -> None:
         """Change non-hold parts of the state and save it."""
         self.state = replace(self.state, **changes)
-        self.store.save(self.state)
+        self._save()
 
     @property
     def active(self) -> bool:
@@ -242,9 +243,7 @@ class Controller:
         else:
             rendered = content.render()
             if rendered != self._rendered or self.state.written is None:
-                self.paths.maint_file.parent.mkdir(parents=True, exist_ok=True)
-                st = write_atomic(self.paths.maint_file, rendered)
-                self.state = replace(self.state, written=FileStamp.of(st))
+                self.state = replace(self.state, written=self._write_file(rendered))
                 self._rendered = rendered
             if not was_active:
                 self.state = replace(self.state, entered_at=now)
@@ -256,6 +255,31 @@ class Controller:
                 )
         self._save()
 
+    def _write_file(self, rendered: bytes) -> FileStamp:
+        """Write the maint file; on a full disk, an empty file still means maintenance."""
+        self.paths.maint_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return FileStamp.of(write_atomic(self.paths.maint_file, rendered))
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                raise
+            self._no_space(exc)
+            fd = os.open(self.paths.maint_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                return FileStamp.of(os.fstat(fd))
+            finally:
+                os.close(fd)
+
+    def _no_space(self, exc: OSError) -> None:
+        self.bus.emit(
+            "disk.reminder",
+            f"watcher could not write its files: {exc.strerror}",
+            level="critical",
+            error=str(exc),
+        )
+        for callback in self.on_no_space:
+            callback()
+
     def _left(self, now: datetime) -> None:
         entered = self.state.entered_at
         self.state = replace(self.state, entered_at=None)
@@ -264,7 +288,12 @@ class Controller:
         self.bus.emit("maintenance.left", "maintenance left", duration_ns=duration)
 
     def _save(self) -> None:
-        self.store.save(self.state)
+        try:
+            self.store.save(self.state)
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                raise
+            self._no_space(exc)  # the maint file is the truth; state catches up when it can
         self._refresh_snapshot()
 
     def set_holds_interrupted(self, names: set[str]) -> None:

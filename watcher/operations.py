@@ -89,8 +89,9 @@ def enter(ctl: Controller, request: Mapping[str, Any], tz: ZoneInfo, granularity
     return "maintenance on until `watcher leave`"
 
 
-def leave(ctl: Controller) -> str:
-    """Release manual maintenance: manual holds, manual windows, holds of interrupted jobs."""
+def leave(ctl: Controller, running: set[str] | frozenset[str] = frozenset()) -> str:
+    """Release manual maintenance: manual holds and windows, and job holds no running job owns
+    (an interrupted restore or archive, a dbcheck's corruption hold)."""
     ctl.observe()
     released = ctl.release("manual", why="leave")
     windows = ctl.state.manual_windows
@@ -98,7 +99,7 @@ def leave(ctl: Controller) -> str:
         ctl.update(manual_windows=())
         for w in windows:
             released |= ctl.release("window", w.name, why="leave")
-    for hold in [h for h in ctl.state.holds if h.interrupted]:
+    for hold in [h for h in ctl.state.holds if h.reason == "job" and h.name not in running]:
         released |= ctl.release(hold.reason, hold.name, why="leave")
     if not released and not windows:
         return "no manual maintenance to release"

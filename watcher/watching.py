@@ -9,8 +9,8 @@ one only has these few watches. watchfiles' loop wakes every ``step`` even when 
 
 Events are hints; the file system is the truth (DESIGN §5a). Each directory's callback
 is told *that* something happened there (and the name, when known); it then re-reads
-the truth. A tick (``poll_interval``, at most 1 s) calls ``on_tick`` so the service can
-re-read regardless, which also covers polling mode and lost events (queue overflow).
+the truth. The service's tick (``poll_interval``, at most 1 s) calls ``rearm`` and re-reads
+regardless, which also covers polling mode and lost events (queue overflow).
 
 Supervision: a directory that does not exist or vanishes (``IN_IGNORED``, e.g. ``mw/data``
 deleted) is re-armed when it reappears, checked on every tick with back-off on failure; the
@@ -46,7 +46,10 @@ DIR_MASK = (
 )
 MAX_BACKOFF = 30.0
 
-DirCallback = Callable[[str | None], None]
+# on_change(name, complete): name None means "anything may have changed: rescan";
+# complete means the file was renamed into place or closed by its writer.
+DirCallback = Callable[[str | None, bool], None]
+COMPLETE = Mask.MOVED_TO | Mask.CLOSE_WRITE
 
 
 @dataclass
@@ -65,18 +68,9 @@ class WatchedDir:
 class FlatWatcher:
     """Event-driven watch of a few flat directories, with polling as the fallback."""
 
-    def __init__(
-        self,
-        bus: EventBus,
-        *,
-        mode: str = "native",
-        tick: float = 1.0,
-        on_tick: Callable[[], None] = lambda: None,
-    ) -> None:
+    def __init__(self, bus: EventBus, *, mode: str = "native") -> None:
         self.bus = bus
         self.mode = mode
-        self.tick = min(tick, 1.0)
-        self.on_tick = on_tick
         self.dirs: list[WatchedDir] = []
         self.inotify: Inotify | None = None
         self._armed_any = anyio.Event()
@@ -95,10 +89,8 @@ class FlatWatcher:
             self._open()
         self._arm_all()
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._read_events)
-                tg.start_soon(self._ticks)
-                task_status.started()
+            task_status.started()
+            await self._read_events()
         finally:
             if self.inotify is not None:
                 self.inotify.close()
@@ -148,7 +140,7 @@ class FlatWatcher:
                 f"watching {d.path} again",
                 directory=str(d.path),
             )
-            d.on_change(None)  # scan again once the watch is live
+            d.on_change(None, False)  # scan again once the watch is live
         self._armed_any.set()
 
     def _degraded(self, d: WatchedDir | None, reason: str, fallback: str) -> None:
@@ -184,7 +176,7 @@ class FlatWatcher:
                 fallback="rescan",
             )
             for d in self.dirs:
-                d.on_change(None)
+                d.on_change(None, False)
             return
         wd = event.watch.wd if event.watch is not None else None
         found = next((d for d in self.dirs if d.watch is not None and d.watch.wd == wd), None)
@@ -194,7 +186,8 @@ class FlatWatcher:
         if Mask.IGNORED in mask or Mask.DELETE_SELF in mask or Mask.MOVE_SELF in mask:
             self._lost(d)
             return
-        d.on_change(str(event.name) if event.name is not None else None)
+        complete = bool(mask & COMPLETE)
+        d.on_change(str(event.name) if event.name is not None else None, complete)
 
     def _lost(self, d: WatchedDir) -> None:
         if d.watch is not None and self.inotify is not None:
@@ -204,13 +197,11 @@ class FlatWatcher:
         d.watch = None
         d.retry_at = 0.0
         self._degraded(d, "directory vanished; waiting for it", "wait")
-        d.on_change(None)
+        d.on_change(None, False)
 
-    async def _ticks(self) -> None:
-        while True:
-            await anyio.sleep(self.tick)
-            self._arm_all()
-            self.on_tick()
+    def rearm(self) -> None:
+        """Re-arm watches on directories that have (re)appeared; called on every tick."""
+        self._arm_all()
 
 
 def watch_mode(configured: str, fstype: str, network: Callable[[str], bool]) -> str:

@@ -1,0 +1,156 @@
+"""The disk guard in the service: samples, levels, events and the disk hold.
+
+Each sample goes through the pure ``watcher.disk.step`` (debounce, hysteresis); a level
+change is an event (``disk.ok`` / ``disk.warn`` / ``disk.maintenance`` /
+``disk.critical``) carrying free, total and the thresholds, and a reminder repeats
+while not OK. ``maintenance`` and ``critical`` hold maintenance (reason ``disk``); after an
+operator release the hold re-arms only once the disk has recovered (DESIGN §3).
+``disk.critical`` is what a ``command`` handler acts on to stop the application.
+
+A local filesystem is sampled directly on the service's tick (``statvfs`` returns at
+once); a network or FUSE filesystem is sampled in a worker thread with a timeout, and a
+sample that times out is a ``disk.timeout`` event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from watcher.bus import EventBus
+from watcher.config import Config
+from watcher.controller import Controller
+from watcher.disk import (
+    GuardState,
+    Reading,
+    Thresholds,
+    filesystem_type,
+    is_network_fs,
+    reminder_due,
+    sample,
+    sample_with_timeout,
+    step,
+)
+from watcher.events import Level
+from watcher.maintenance import Hold
+
+_EVENT_LEVEL: dict[str, Level] = {
+    "ok": "info",
+    "warn": "warning",
+    "maintenance": "error",
+    "critical": "critical",
+}
+
+
+def thresholds_of(config: Config) -> Thresholds:
+    d = config.disk
+    return Thresholds(
+        warn=d.warn,
+        maintenance=d.maintenance,
+        critical=d.critical,
+        inodes_warn=d.inodes_warn,
+        inodes_critical=d.inodes_critical,
+        for_samples=d.for_samples,
+    )
+
+
+class DiskGuard:
+    """Watches free space and inodes of the data directory's filesystem."""
+
+    def __init__(self, config: Callable[[], Config], bus: EventBus, controller: Controller) -> None:
+        self.config = config
+        self.bus = bus
+        self.controller = controller
+        self.path = config().data_dir
+        self.fstype = filesystem_type(self.path)
+        self.network = is_network_fs(self.fstype)
+        self.state = GuardState()
+        self.reading: Reading | None = None
+        self._last_event = time.monotonic()
+        self._in_flight = threading.Lock()
+
+    def tick(self) -> None:
+        """Sample now (local filesystems) and act on the reading."""
+        self.apply(sample(self.path))
+
+    async def sample_async(self) -> None:
+        """Sample off the event loop with a timeout (network filesystems)."""
+        reading = await sample_with_timeout(
+            self.path, self.config().disk.timeout, in_flight=self._in_flight
+        )
+        if reading is None:
+            self.bus.emit(
+                "disk.timeout",
+                f"sampling {self.path} ({self.fstype}) timed out",
+                level="warning",
+                disk={"path": str(self.path), "fstype": self.fstype},
+            )
+            return
+        self.apply(reading)
+
+    def apply(self, reading: Reading) -> None:
+        """Feed one reading through the level logic; emit and hold as it says."""
+        self.reading = reading
+        thresholds = thresholds_of(self.config())
+        self.state, changed = step(self.state, reading, thresholds)
+        now = time.monotonic()
+        if changed is not None:
+            self._last_event = now
+            self.bus.emit(
+                f"disk.{changed}",
+                f"disk {changed}: {_human(reading.free)} free of {_human(reading.total)}",
+                level=_EVENT_LEVEL[changed],
+                disk=self.fields(reading, thresholds),
+            )
+            self._hold(changed)
+        elif reminder_due(self.state.level, self._last_event, now, self.config().disk.reminder):
+            self._last_event = now
+            self.bus.emit(
+                "disk.reminder",
+                f"disk still {self.state.level}: {_human(reading.free)} free",
+                level=_EVENT_LEVEL[self.state.level],
+                disk=self.fields(reading, thresholds),
+            )
+
+    def _hold(self, level: str) -> None:
+        if level in ("maintenance", "critical"):
+            if self.controller.state.disk_armed and self.controller.hold("disk", "space") is None:
+                self.controller.add_hold(
+                    Hold(
+                        "disk",
+                        "space",
+                        since=self.controller.clock(),
+                        message="The system is under maintenance: disk space is low.",
+                    )
+                )
+            return
+        self.controller.release("disk", "space", why="disk recovered")
+        if not self.controller.state.disk_armed:
+            self.controller.update(disk_armed=True)
+
+    def fields(self, reading: Reading, thresholds: Thresholds) -> dict[str, Any]:
+        total, inodes = reading.total, reading.inodes_total or 0
+        return {
+            "path": str(self.path),
+            "level": self.state.level,
+            "free": reading.free,
+            "total": reading.total,
+            "inodes_free": reading.inodes_free,
+            "inodes_total": reading.inodes_total,
+            "thresholds": {
+                "warn": thresholds.warn.resolve(total),
+                "maintenance": thresholds.maintenance.resolve(total),
+                "critical": thresholds.critical.resolve(total),
+                "inodes_warn": thresholds.inodes_warn.resolve(inodes),
+                "inodes_critical": thresholds.inodes_critical.resolve(inodes),
+            },
+        }
+
+
+def _human(amount: int) -> str:
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if amount >= size:
+            return f"{amount / size:.1f} {unit}"
+    return f"{amount} B"

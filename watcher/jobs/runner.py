@@ -1,0 +1,374 @@
+"""The job runner: holds maintenance around a job, one maintenance job at a time, and reports.
+
+A job with ``maintenance = true`` adds a ``job`` hold before it starts and releases it
+however it ends — success, failure, timeout or cancellation (DESIGN §4). Jobs that hold
+maintenance run one at a time in submission order; the others run at once beside them.
+Every run is ``job.started`` then exactly one of ``job.finished`` (with
+``event.duration``), ``job.failed`` (with the reason) or ``job.interrupted`` (cancelled
+at shutdown). A dbcheck that finds corruption emits ``db.corrupt`` and, with
+``on_corruption = "hold"``, leaves a hold saying why until ``watcher leave``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import anyio
+import anyio.from_thread
+from anyio.abc import TaskGroup, TaskStatus
+
+from watcher.bus import EventBus
+from watcher.config import Config, JobConfig
+from watcher.controller import Clock, Controller
+from watcher.jobs import job_type
+from watcher.jobs.base import DataPaths, Job, JobContext, JobFailed, Progress
+from watcher.maintenance import Hold
+
+Status = Literal["finished", "failed", "interrupted"]
+PROGRESS_EVERY = 0.5  # seconds between job.progress events of one job
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job to run: which, with what arguments, and why."""
+
+    name: str
+    type: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    maintenance: bool = True
+    timeout: float | None = None
+    source: str = "schedule"  # schedule | trigger | cli
+    trigger: str | None = None
+    on_done: Callable[[JobOutcome], None] | None = None
+    on_start: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a run ended."""
+
+    name: str
+    status: Status
+    started: datetime
+    finished: datetime
+    reason: str | None = None
+    message: str = ""
+    result: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "started": self.started.isoformat(),
+            "finished": self.finished.isoformat(),
+            "reason": self.reason,
+            "message": self.message,
+            "result": dict(self.result),
+        }
+
+
+def data_paths(config: Config) -> DataPaths:
+    p = config.paths
+    return DataPaths(
+        data_dir=config.data_dir,
+        maint_file=p.maint_file,
+        data=p.data,
+        files=p.files,
+        archive_root=p.archive_root,
+        logs=p.logs,
+        state=p.state,
+    )
+
+
+def request_for(
+    job: JobConfig,
+    impl: Job,
+    *,
+    source: str,
+    args: Mapping[str, Any] | None = None,
+    trigger: str | None = None,
+    on_done: Callable[[JobOutcome], None] | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> JobRequest:
+    """The request to run a job: checked arguments, maintenance per config or job type."""
+    maintenance = job.maintenance if job.maintenance is not None else impl.maintenance_default
+    return JobRequest(
+        name=job.name,
+        type=job.type,
+        args=impl.check_args(job.args if args is None else args),
+        maintenance=maintenance,
+        timeout=job.timeout,
+        source=source,
+        trigger=trigger,
+        on_done=on_done,
+        on_start=on_start,
+    )
+
+
+class JobRunner:
+    """Runs job requests under the rules above."""
+
+    def __init__(self, config: Config, bus: EventBus, controller: Controller, clock: Clock) -> None:
+        self.config = config
+        self.bus = bus
+        self.controller = controller
+        self.clock = clock
+        self.queue: deque[JobRequest] = deque()
+        self.running: dict[str, JobRequest] = {}
+        self._wake = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self._serial_busy = False
+        self._idle = anyio.Event()
+        self._loop_thread = threading.get_ident()
+
+    def submit(self, request: JobRequest) -> None:
+        """Queue a request; it starts as soon as the rules allow."""
+        self.queue.append(request)
+        self._wake.set()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running) or bool(self.queue)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._loop_thread = threading.get_ident()
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            while True:
+                self._start_ready(tg)
+                self._wake = anyio.Event()
+                await self._wake.wait()
+
+    def _start_ready(self, tg: TaskGroup) -> None:
+        waiting: deque[JobRequest] = deque()
+        while self.queue:
+            request = self.queue.popleft()
+            if request.maintenance and self._serial_busy:
+                waiting.append(request)
+                continue
+            if request.maintenance:
+                self._serial_busy = True
+            tg.start_soon(self._run_one, request, name=f"job {request.name}")
+        self.queue = waiting
+
+    async def shutdown(self, within: float) -> None:
+        """Stop taking jobs; let running ones finish ``within`` seconds, then cancel them."""
+        for request in self.queue:
+            self.bus.emit(
+                "job.skipped",
+                f"job {request.name} not started: the service is stopping",
+                level="warning",
+                job={"name": request.name, "type": request.type},
+                reason="shutdown",
+            )
+        self.queue.clear()
+        with anyio.move_on_after(within):
+            while self.running:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def _run_one(self, request: JobRequest) -> None:
+        started = self.clock()
+        t0 = time.monotonic_ns()
+        self.running[request.name] = request
+        job_fields = {"name": request.name, "type": request.type, "source": request.source}
+        if request.trigger:
+            job_fields["trigger"] = request.trigger
+        outcome: JobOutcome | None = None
+        try:
+            if request.maintenance:
+                self.controller.add_hold(
+                    Hold("job", request.name, since=started, message=f"job {request.name} running")
+                )
+            if request.on_start is not None:
+                request.on_start()
+            self.bus.emit(
+                "job.started",
+                f"job {request.name} started",
+                job=job_fields,
+                args=_loggable(request.args),
+            )
+            ctx = self._context(request, job_fields)
+            try:
+                with anyio.fail_after(request.timeout):
+                    result = await job_type(request.type).run(ctx)
+            except TimeoutError:
+                ctx.cancelled.set()
+                raise JobFailed("timeout", f"timed out after {request.timeout:g}s") from None
+            except anyio.get_cancelled_exc_class():
+                ctx.cancelled.set()
+                raise
+            outcome = self._finished(request, started, t0, job_fields, dict(result))
+        except JobFailed as exc:
+            outcome = self._failed(
+                request, started, t0, job_fields, exc.reason, exc.message, exc.details
+            )
+        except anyio.get_cancelled_exc_class():
+            outcome = JobOutcome(
+                request.name,
+                "interrupted",
+                started,
+                self.clock(),
+                reason="shutdown",
+                message="cancelled at shutdown",
+            )
+            self.bus.emit(
+                "job.interrupted",
+                f"job {request.name} interrupted: the service stopped",
+                level="warning",
+                job=job_fields,
+                duration_ns=time.monotonic_ns() - t0,
+            )
+            raise
+        except Exception as exc:
+            outcome = self._failed(
+                request, started, t0, job_fields, "error", f"{type(exc).__name__}: {exc}", {}
+            )
+        finally:
+            self._settle(request, outcome)  # synchronous: cannot be cancelled half-way
+
+    def _settle(self, request: JobRequest, outcome: JobOutcome | None) -> None:
+        self.running.pop(request.name, None)
+        if request.maintenance:
+            self.controller.release("job", request.name, why="job ended")
+            self._serial_busy = False
+        if outcome is not None:
+            self.controller.update(
+                jobs={**self.controller.state.jobs, request.name: outcome.to_dict()}
+            )
+            if request.on_done is not None:
+                request.on_done(outcome)
+        self._wake.set()
+        self._idle.set()
+
+    def _finished(
+        self,
+        request: JobRequest,
+        started: datetime,
+        t0: int,
+        job_fields: dict[str, Any],
+        result: dict[str, Any],
+    ) -> JobOutcome:
+        corrupt = result.get("corrupt") or []
+        if corrupt:
+            self._corruption(request, corrupt)
+        self.bus.emit(
+            "job.finished",
+            f"job {request.name} finished",
+            job=job_fields,
+            result=_loggable(result),
+            duration_ns=time.monotonic_ns() - t0,
+        )
+        return JobOutcome(request.name, "finished", started, self.clock(), result=result)
+
+    def _failed(
+        self,
+        request: JobRequest,
+        started: datetime,
+        t0: int,
+        job_fields: dict[str, Any],
+        reason: str,
+        message: str,
+        details: Mapping[str, Any],
+    ) -> JobOutcome:
+        self.bus.emit(
+            "job.failed",
+            f"job {request.name} failed: {message}",
+            level="error",
+            job=job_fields,
+            reason=reason,
+            details=_loggable(details),
+            duration_ns=time.monotonic_ns() - t0,
+        )
+        return JobOutcome(
+            request.name,
+            "failed",
+            started,
+            self.clock(),
+            reason=reason,
+            message=message,
+            result=dict(details),
+        )
+
+    def _corruption(self, request: JobRequest, corrupt: list[str]) -> None:
+        hold = request.args.get("on_corruption", "hold") == "hold"
+        self.bus.emit(
+            "db.corrupt",
+            f"corrupt databases: {', '.join(corrupt)}",
+            level="critical",
+            databases=corrupt,
+            job={"name": request.name},
+            maintenance_held=hold,
+        )
+        if hold:
+            self.controller.add_hold(
+                Hold(
+                    "job",
+                    f"{request.name}: corruption",
+                    since=self.clock(),
+                    message=f"database corruption found in {', '.join(corrupt)}",
+                )
+            )
+
+    def _context(self, request: JobRequest, job_fields: dict[str, Any]) -> JobContext:
+        last = [0.0]
+
+        def emit_progress(progress: Progress) -> None:
+            now = time.monotonic()
+            if now - last[0] < PROGRESS_EVERY and progress.files_done != progress.files_total:
+                return
+            last[0] = now
+            self.bus.emit(
+                "job.progress",
+                f"job {request.name}: {progress.files_done}/{progress.files_total} files",
+                job=job_fields,
+                progress={
+                    "files_done": progress.files_done,
+                    "files_total": progress.files_total,
+                    "bytes_done": progress.bytes_done,
+                    "bytes_total": progress.bytes_total,
+                    "message": progress.message,
+                },
+            )
+
+        def progress(p: Progress) -> None:
+            if threading.get_ident() == self._loop_thread:
+                emit_progress(p)
+            else:
+                try:
+                    anyio.from_thread.run_sync(emit_progress, p)
+                except RuntimeError:
+                    pass  # the loop is shutting down; progress is not worth blocking for
+
+        return JobContext(
+            name=request.name,
+            type=request.type,
+            paths=data_paths(self.config),
+            args=request.args,
+            progress=progress,
+            now=lambda: self.clock().astimezone(self.config.tz),
+            env={"WATCHER_JOB_SOURCE": request.source},
+        )
+
+
+def _loggable(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Values safe to put in an event (paths as strings, long text cut)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, str) and len(value) > 2000:
+            value = value[-2000:]
+        out[key] = (
+            value
+            if isinstance(value, str | int | float | bool | list | dict) or value is None
+            else str(value)
+        )
+    return out
