@@ -21,7 +21,7 @@ from watcher.bus import EventBus
 from watcher.config import Config, ConfigError, find_config, load_config
 from watcher.control import control_dir, submit
 from watcher.controller import Controller
-from watcher.lock import AlreadyRunning, InstanceLock
+from watcher.lock import AlreadyRunning, InstanceLock, running_pid
 from watcher.operations import RequestError, enter, leave
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -114,6 +114,51 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from watcher.trigger_cli import drop, follow, parse_args
+
+    config = _config(args)
+    try:
+        job_args = parse_args(args.arg or [])
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    name = drop(config, args.job, job_args)
+    pid = running_pid(config.paths.state / "lock")
+    if pid is None:
+        print(f"trigger {name} dropped; the service is not running: it runs when it starts")
+        return EXIT_FAILURE if args.wait else EXIT_OK
+    print(f"trigger {name} dropped (service pid {pid})")
+    return follow(config, name) if args.wait else EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from watcher.jobs_report import collect, format_jobs
+
+    rows = collect(_config(args))
+    if args.json:
+        sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(format_jobs(rows))
+    return EXIT_OK
+
+
+def cmd_check_db(args: argparse.Namespace) -> int:
+    from watcher.jobs.dbcheck import check_databases, format_report
+
+    config = _config(args)
+    report = check_databases(config.paths.data, optimise=False, maint_file=config.paths.maint_file)
+    text = format_report(report)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"report written to {args.output}")
+    else:
+        print(text)
+    if report.corrupt:
+        print(f"CORRUPT: {', '.join(report.corrupt)}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -144,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     until.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 2h, 30m")
     until.add_argument("--until", metavar="TIME", help="HH:MM or an ISO-8601 date-time")
     command("leave", cmd_leave, "release manual maintenance")
+    p = command("trigger", cmd_trigger, "drop a trigger file to start a job")
+    p.add_argument("job", metavar="JOB")
+    p.add_argument("--arg", action="append", metavar="K=V", help="a job argument (repeatable)")
+    p.add_argument("--wait", action="store_true", help="follow the job to its end")
+    p = command("jobs", cmd_jobs, "jobs, schedules, last results")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("check-db", cmd_check_db, "check the databases now (no maintenance, no optimising)")
+    p.add_argument("--output", metavar="F", help="write the report to F")
     config = sub.add_parser("config", help="configuration commands")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = config_sub.add_parser("check", help="validate the configuration without running")

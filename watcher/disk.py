@@ -213,13 +213,16 @@ def _measures(reading: Reading, t: Thresholds) -> list[tuple[int, tuple[_Rung, .
     """(free amount, rungs) for space and, when the filesystem has them, inodes."""
     total = reading.total
     space: list[tuple[DiskLevel, Level]] = [
-        ("critical", t.critical), ("maintenance", t.maintenance), ("warn", t.warn)
+        ("critical", t.critical),
+        ("maintenance", t.maintenance),
+        ("warn", t.warn),
     ]
     measures = [(reading.free, _ladder([(name, lv.resolve(total)) for name, lv in space]))]
     if reading.inodes_free is not None and reading.inodes_total is not None:
         itotal = reading.inodes_total
         inodes: list[tuple[DiskLevel, Level]] = [
-            ("critical", t.inodes_critical), ("warn", t.inodes_warn)
+            ("critical", t.inodes_critical),
+            ("warn", t.inodes_warn),
         ]
         rungs = _ladder([(name, lv.resolve(itotal)) for name, lv in inodes])
         measures.append((reading.inodes_free, rungs))

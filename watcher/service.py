@@ -33,6 +33,7 @@ from watcher.lock import InstanceLock
 from watcher.operations import RequestError, enter, leave
 from watcher.scheduler import Scheduler
 from watcher.sdnotify import Notifier
+from watcher.triggers import Spool
 from watcher.watching import FlatWatcher
 
 
@@ -68,6 +69,8 @@ class Service:
         self.watcher = FlatWatcher(self.bus, mode=mode)
         self.watcher.add(config.paths.maint_file.parent, self._maint_dir_changed)
         self.watcher.add(control_dir(config.paths.spool), self._control_changed)
+        self.spool = Spool(lambda: self.config, self.bus, self.controller, self.runner, clock)
+        self.watcher.add(config.paths.spool, self._spool_changed)
         self.controller.on_release.append(self.scheduler.poke)
         self.controller.on_no_space.append(self._no_space)
         self.bus.on_no_space.append(self._no_space)
@@ -125,6 +128,9 @@ class Service:
         warning = self.controller.load()
         if warning:
             self.bus.emit("service.started", warning, level="warning")
+        self.spool.prepare()
+        self.spool.recover()
+        self.spool.release_stale_job_holds()
         self._scan()
         await tg.start(self.watcher.run)
         self._scan()  # again, now that the watch is live: nothing slips in between
@@ -167,6 +173,7 @@ class Service:
     def _scan(self) -> str:
         verdict = self.controller.observe()
         self._process_control()
+        self.spool.scan(force=True)
         self._deadline_changed.set()
         return verdict
 
@@ -207,11 +214,17 @@ class Service:
                 change=verdict,
             )
         self._process_control()
+        if not self._stopping:
+            self.spool.scan()
 
     def _maint_dir_changed(self, name: str | None, _complete: bool) -> None:
         if name is None or name == self.config.paths.maint_file.name:
             self.controller.observe()
             self._deadline_changed.set()
+
+    def _spool_changed(self, name: str | None, complete: bool) -> None:
+        if not self._stopping:
+            self.spool.changed(name, complete)
 
     def _control_changed(self, name: str | None, _complete: bool) -> None:
         if name is None or name.endswith(".req"):

@@ -47,6 +47,7 @@ class JobRequest:
     trigger: str | None = None
     on_done: Callable[[JobOutcome], None] | None = None
     on_start: Callable[[], None] | None = None
+    on_progress: Callable[[Progress], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def request_for(
     trigger: str | None = None,
     on_done: Callable[[JobOutcome], None] | None = None,
     on_start: Callable[[], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> JobRequest:
     """The request to run a job: checked arguments, maintenance per config or job type."""
     maintenance = job.maintenance if job.maintenance is not None else impl.maintenance_default
@@ -108,6 +110,7 @@ def request_for(
         trigger=trigger,
         on_done=on_done,
         on_start=on_start,
+        on_progress=on_progress,
     )
 
 
@@ -327,6 +330,8 @@ class JobRunner:
             if now - last[0] < PROGRESS_EVERY and progress.files_done != progress.files_total:
                 return
             last[0] = now
+            if request.on_progress is not None:
+                request.on_progress(progress)
             self.bus.emit(
                 "job.progress",
                 f"job {request.name}: {progress.files_done}/{progress.files_total} files",

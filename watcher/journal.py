@@ -1,0 +1,67 @@
+"""The trigger journal: an append-only, fsynced record of each trigger's ``started`` and
+``finished``, so a trigger runs exactly once even across crashes.
+
+One JSON object per line in ``<state>/journal``. A torn last line (a crash mid-write) is
+ignored. The journal is compacted at start-up to the triggers still unfinished.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from watcher.atomic import write_atomic
+
+
+class Journal:
+    """Records and replays trigger progress."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "journal"
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Add one record durably (fsync before returning)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, orjson.dumps(dict(record)) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def records(self) -> list[dict[str, Any]]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        out: list[dict[str, Any]] = []
+        for line in raw.splitlines():
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a torn line from a crash mid-append
+            if isinstance(record, dict) and "id" in record:
+                out.append(record)
+        return out
+
+    def unfinished(self) -> dict[str, dict[str, Any]]:
+        """``started`` records with no ``finished`` record, by trigger id."""
+        started: dict[str, dict[str, Any]] = {}
+        for record in self.records():
+            if record.get("event") == "started":
+                started[record["id"]] = record
+            elif record.get("event") == "finished":
+                started.pop(record["id"], None)
+        return started
+
+    def compact(self) -> None:
+        """Rewrite the journal with only the unfinished triggers' records."""
+        if not self.path.exists():
+            return
+        keep = self.unfinished()
+        data = b"".join(orjson.dumps(r) + b"\n" for r in keep.values())
+        write_atomic(self.path, data, 0o600)
