@@ -159,6 +159,25 @@ def cmd_check_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from watcher.diagnose import collect, format_report
+
+    report = collect(
+        Path(args.config) if args.config else None,
+        Path(args.data_dir) if args.data_dir else None,
+    )
+    if args.json:
+        text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
+    else:
+        text = format_report(report)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"report written to {args.output}")
+    else:
+        print(text)
+    return EXIT_OK if report["config_check"]["ok"] else EXIT_FAILURE
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -197,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = command("check-db", cmd_check_db, "check the databases now (no maintenance, no optimising)")
     p.add_argument("--output", metavar="F", help="write the report to F")
+    p = command("diagnose", cmd_diagnose, "environment report for support")
+    p.add_argument("--output", metavar="F", help="write the report to F")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     config = sub.add_parser("config", help="configuration commands")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = config_sub.add_parser("check", help="validate the configuration without running")

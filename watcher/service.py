@@ -20,9 +20,9 @@ from typing import Any
 
 import anyio
 
-from watcher import __version__
+from watcher import __version__, treewatch
 from watcher.bus import EventBus, Subscription
-from watcher.config import Config, ConfigError, load_config
+from watcher.config import Config, ConfigError, Problem, load_config
 from watcher.control import answer, control_dir, pending, take
 from watcher.controller import Clock, Controller, utc_now
 from watcher.diskguard import DiskGuard
@@ -86,7 +86,11 @@ class Service:
         try:
             self._prepare_directories()
             for i, handler_config in enumerate(self.config.handlers):
-                self.bus.subscribe(self._subscription(i, handler_config))
+                try:
+                    self.bus.subscribe(self._subscription(i, handler_config))
+                except (ValueError, OSError) as exc:
+                    source = str(self.config.source or "(no config file)")
+                    raise ConfigError([Problem(source, f"handlers[{i}]", str(exc))]) from None
             async with anyio.create_task_group() as tg:
                 await tg.start(self.bus.run)
                 await self._startup(tg)
@@ -123,7 +127,7 @@ class Service:
             f"watcher {__version__} starting for {self.config.data_dir}",
             config=str(self.config.source) if self.config.source else None,
             timezone=self.config.timezone,
-            inotify=_inotify_limits(),
+            inotify=inotify_limits(),
         )
         warning = self.controller.load()
         if warning:
@@ -140,6 +144,8 @@ class Service:
         tg.start_soon(self._signals, name="signals")
         tg.start_soon(self._deadlines, name="deadlines")
         tg.start_soon(self._ticker, name="ticker")
+        if treewatch.wanted(self.bus):
+            await tg.start(treewatch.watch_tree, self.config, self.bus)
         tg.start_soon(self.notifier.watchdog, name="watchdog")
         self.bus.emit(
             "service.ready",
@@ -298,9 +304,17 @@ class Service:
         self.runner.config = new
         self.controller.default_message = new.maintenance.message
         self.scheduler.poke()
-        self.bus.replace_subscriptions(
-            [self._subscription(i, h) for i, h in enumerate(new.handlers)]
-        )
+        try:
+            subscriptions = [self._subscription(i, h) for i, h in enumerate(new.handlers)]
+        except (ValueError, OSError) as exc:
+            self.bus.emit(
+                "config.rejected",
+                "new configuration rejected; the old one stays",
+                level="error",
+                problems=[f"handlers: {exc}"],
+            )
+            return False
+        self.bus.replace_subscriptions(subscriptions)
         self.bus.emit("config.reloaded", "configuration reloaded", config=str(new.source))
         return True
 
@@ -309,7 +323,7 @@ def _seconds_until(moment: datetime, now: datetime) -> float:
     return (moment - now).total_seconds()
 
 
-def _inotify_limits() -> dict[str, int]:
+def inotify_limits() -> dict[str, int]:
     limits = {}
     for name in ("max_user_watches", "max_user_instances", "max_queued_events"):
         try:
