@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watcher.config import Config
+from watcher.disk import sample
 from watcher.lock import running_pid
 from watcher.maintenance import active_holds, message_from_file
+from watcher.schedule import Window, next_occurrence
 from watcher.state import StateStore
 from watcher.units import format_time_of_day
 
@@ -24,8 +26,22 @@ def collect(config: Config) -> dict[str, Any]:
         message = message_from_file(maint.read_bytes()) if exists else None
     except OSError:
         message = None
+    windows = [
+        Window(w.name, w.start, w.end, w.days, w.message) for w in config.maintenance.windows
+    ]
+    windows += [Window(w.name, w.start, w.end, message=w.message) for w in state.manual_windows]
+    upcoming = sorted((next_occurrence(w, config.tz, now) for w in windows), key=lambda o: o.start)
+    reading = sample(config.data_dir)
     return {
         "data_dir": str(config.data_dir),
+        "next_window": {
+            "name": upcoming[0].name,
+            "start": upcoming[0].start.astimezone(config.tz).isoformat(),
+            "end": upcoming[0].end.astimezone(config.tz).isoformat(),
+        }
+        if upcoming
+        else None,
+        "disk": {"free": reading.free, "total": reading.total, "inodes_free": reading.inodes_free},
         "service": {"running": pid is not None, "pid": pid if pid and pid > 0 else None},
         "maintenance": {
             "active": exists,
@@ -70,4 +86,13 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"manual window: {w['start']}-{w['end']} daily")
     for w in report["windows"]:
         lines.append(f"window:       {w['name']} {w['start']}-{w['end']}")
+    nxt = report["next_window"]
+    if nxt:
+        lines.append(f"next window:  {nxt['name']} {nxt['start']} – {nxt['end']}")
+    disk = report["disk"]
+    percent = 100 * disk["free"] / disk["total"] if disk["total"] else 0
+    lines.append(
+        f"disk:         {disk['free'] // 2**20} MiB free of {disk['total'] // 2**20} MiB "
+        f"({percent:.1f}%)"
+    )
     return "\n".join(lines)
