@@ -139,9 +139,16 @@ class ServiceProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
-        self._reader.join(timeout)
-        self._errs.join(timeout)
+        self.close()
         return code
+
+    def close(self) -> None:
+        """Join the readers and close the pipes (no ResourceWarning under filterwarnings)."""
+        self._reader.join(WAIT)
+        self._errs.join(WAIT)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture
@@ -164,6 +171,7 @@ def service(data_dir: Path) -> Iterator[Callable[..., ServiceProcess]]:
         if proc.proc.poll() is None:
             proc.proc.kill()
             proc.proc.wait()
+        proc.close()
 
 
 def write_config(path: Path, text: str) -> Path:

@@ -510,17 +510,20 @@ def build_config(
     maintenance = _maintenance(top.raw("maintenance") or {}, out)
     disk = _disk(top.raw("disk") or {}, out, data_dir)
     trigger = _trigger(top.raw("trigger") or {}, out, base)
-    jobs = [
-        job
+    numbered_jobs = [
+        (i, job)
         for i, item in enumerate(_array(top, "jobs"))
         if (job := _job(item, f"jobs[{i}]", maintenance.granularity, out)) is not None
     ]
-    names = [j.name for j in jobs]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            out.add(f"jobs[{i}].name", f"duplicate job name {name!r}")
+    jobs = [job for _i, job in numbered_jobs]
+    seen: set[str] = set()
+    for i, job in numbered_jobs:
+        if job.name in seen:
+            out.add(f"jobs[{i}].name", f"duplicate job name {job.name!r}")
+        seen.add(job.name)
     handlers_raw = _array(top, "handlers")
     handlers = [_handler(item, f"handlers[{i}]", out) for i, item in enumerate(handlers_raw)]
+    _check_plugins(numbered_jobs, handlers, out)
     service_s = _Section(top.raw("service") or {}, "service", out)
     service = ServiceConfig(
         shutdown_timeout=service_s.get("shutdown_timeout", parse_duration, 30.0)
@@ -529,7 +532,7 @@ def build_config(
     top.finish()
     if out.problems:
         raise ConfigError(out.problems)
-    config = Config(
+    return Config(
         data_dir=data_dir,
         source=source,
         timezone=tz,
@@ -542,21 +545,19 @@ def build_config(
         handlers=tuple(handlers) if handlers_raw else (HandlerConfig(),),
         service=service,
     )
-    _check_plugins(config, out)
-    if out.problems:
-        raise ConfigError(out.problems)
-    return config
 
 
-def _check_plugins(config: Config, out: _Collector) -> None:
+def _check_plugins(
+    jobs: list[tuple[int, JobConfig]], handlers: list[HandlerConfig], out: _Collector
+) -> None:
     """Job arguments checked by their job type; plugin handlers and jobs importable."""
     from watcher.handlers import check_handler
     from watcher.jobs import check_job
 
-    for i, job in enumerate(config.jobs):
+    for i, job in jobs:
         for reason in check_job(job):
             out.add(f"jobs[{i}]", reason)
-    for i, handler in enumerate(config.handlers):
+    for i, handler in enumerate(handlers):
         for reason in check_handler(handler):
             out.add(f"handlers[{i}]", reason)
 

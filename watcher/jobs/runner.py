@@ -203,13 +203,9 @@ class JobRunner:
             ctx = self._context(request, job_fields)
             try:
                 with anyio.fail_after(request.timeout):
-                    result = await job_type(request.type).run(ctx)
+                    result = await _cancellable(job_type(request.type), ctx)
             except TimeoutError:
-                ctx.cancelled.set()
                 raise JobFailed("timeout", f"timed out after {request.timeout:g}s") from None
-            except anyio.get_cancelled_exc_class():
-                ctx.cancelled.set()
-                raise
             outcome = self._finished(request, started, t0, job_fields, dict(result))
         except JobFailed as exc:
             outcome = self._failed(
@@ -363,6 +359,26 @@ class JobRunner:
             now=lambda: self.clock().astimezone(self.config.tz),
             env={"WATCHER_JOB_SOURCE": request.source},
         )
+
+
+async def _cancellable(job: Job, ctx: JobContext) -> Mapping[str, Any]:
+    """Run the job; the moment its scope is cancelled (timeout, shutdown), set
+    ``ctx.cancelled`` so work in a worker thread stops at its next check, rather than the
+    cancellation waiting for the thread to finish on its own."""
+
+    async def relay() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            ctx.cancelled.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(relay)
+        try:
+            result = await job.run(ctx)
+        finally:
+            tg.cancel_scope.cancel()
+    return result
 
 
 def _loggable(values: Mapping[str, Any]) -> dict[str, Any]:

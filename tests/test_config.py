@@ -1,0 +1,322 @@
+"""Configuration: every mistake is reported at once, naming file and key, exit 2, no traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServiceProcess, cli, write_config
+from watcher.config import ConfigError, HandlerConfig, load_config
+from watcher.units import Level
+
+DATA = "@DATA@"
+HEAD = f'data_dir = "{DATA}"\n'
+CLI_TIMEOUT = 30  # a bound on a subprocess that should exit at once; never a synchronisation
+
+
+def window(start: str, end: str, extra: str = "") -> str:
+    return f'[[maintenance.windows]]\nname = "nightly"\nstart = "{start}"\nend = "{end}"\n{extra}'
+
+
+# id: (config text, the key the message must name, a fragment of the reason)
+MISTAKES: dict[str, tuple[str, str, str]] = {
+    "unknown top-level key": (HEAD + "foo = 1\n", "foo", "unknown key"),
+    "unknown nested key": (HEAD + "[disk]\nfoo = 1\n", "disk.foo", "unknown key"),
+    "unknown key in a handler": (
+        HEAD + '[[handlers]]\ntype = "log"\ncolour = true\n',
+        "handlers[0].colour",
+        "unknown key",
+    ),
+    "unknown key in a window": (
+        HEAD + window("02:00", "03:00", "colour = 1\n"),
+        "maintenance.windows[0].colour",
+        "unknown key",
+    ),
+    "wrong type: string": (
+        HEAD + "[maintenance]\nmessage = 5\n",
+        "maintenance.message",
+        "expected a string",
+    ),
+    "wrong type: integer": (
+        HEAD + '[disk]\nfor_samples = "two"\n',
+        "disk.for_samples",
+        "whole number",
+    ),
+    "wrong type: duration": (HEAD + "[disk]\ninterval = true\n", "disk.interval", "duration"),
+    "wrong type: table": (HEAD + "disk = 5\n", "disk", "expected a table"),
+    "wrong choice": (
+        HEAD + '[[handlers]]\ntype = "log"\nformat = "xml"\n',
+        "handlers[0].format",
+        "is not one of",
+    ),
+    "bad time": (
+        HEAD + window("25:00", "03:00"),
+        "maintenance.windows[0].start",
+        "not a time of day",
+    ),
+    "time off the granularity": (
+        HEAD + window("02:05", "03:00"),
+        "maintenance.windows[0].start",
+        "granularity",
+    ),
+    "job time off the granularity": (
+        HEAD + '[[jobs]]\nname = "check"\ntype = "dbcheck"\nat = "03:35"\n',
+        "jobs[0].at",
+        "granularity",
+    ),
+    "window end equals start": (
+        HEAD + window("02:00", "02:00"),
+        "maintenance.windows[0].end",
+        "equals start",
+    ),
+    "unordered disk levels": (
+        HEAD + '[disk]\nwarn = "100MiB"\nmaintenance = "1GiB"\n',
+        "disk.warn",
+        "must be more free space than disk.maintenance",
+    ),
+    "unknown handler type": (
+        HEAD + '[[handlers]]\ntype = "nosuch"\n',
+        "handlers[0]",
+        "'nosuch'",
+    ),
+    "command handler without argv": (
+        HEAD + '[[handlers]]\ntype = "command"\n',
+        "handlers[0].argv",
+        "non-empty argv",
+    ),
+    "unimportable handler": (
+        HEAD + '[[handlers]]\ntype = "nosuch.module:thing"\n',
+        "handlers[0]",
+        "could not import module 'nosuch.module'",
+    ),
+    "unimportable job type": (
+        HEAD + '[[jobs]]\nname = "x"\ntype = "nosuch.module:thing"\n',
+        "jobs[0]",
+        "could not import module 'nosuch.module'",
+    ),
+    "missing data dir": (f'data_dir = "{DATA}/nosuch"\n', "data_dir", "does not exist"),
+    "no data dir at all": ("[disk]\ninterval = \"1s\"\n", "data_dir", "required"),
+    "TOML syntax error": (HEAD + "[disk\nwarn = 1\n", "(syntax)", "line 2"),
+    "bad timezone": (
+        HEAD + 'timezone = "Mars/Olympus"\n',
+        "timezone",
+        "not a known IANA time zone",
+    ),
+    "scheduled backup without dest": (
+        HEAD + '[[jobs]]\nname = "backup"\ntype = "backup"\nat = "03:00"\n',
+        "jobs[0]",
+        "dest",
+    ),
+}
+
+
+@pytest.fixture
+def service(service: Callable[..., ServiceProcess]) -> Iterator[Callable[..., ServiceProcess]]:
+    """The conftest ``service``, also closing each process's pipes at teardown."""
+    started: list[ServiceProcess] = []
+
+    def start(*args: Any, wait_ready: bool = True, **kwargs: Any) -> ServiceProcess:
+        proc = service(*args, wait_ready=False, **kwargs)
+        started.append(proc)
+        return proc.ready() if wait_ready else proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+        proc.stop()
+        for pipe in (proc.proc.stdout, proc.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def plain_dir(tmp_path: Path) -> Path:
+    """An existing, empty data directory (config checks need nothing more)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    return root
+
+
+def config_file(tmp_path: Path, data: Path, text: str, name: str = "watcher.toml") -> Path:
+    return write_config(tmp_path / name, text.replace(DATA, str(data)))
+
+
+def assert_reported(stderr: str, cfg: Path, key: str, fragment: str) -> None:
+    """One line of ``stderr`` names the file and key and gives the reason."""
+    lines = [line for line in stderr.splitlines() if f"{cfg}: {key}" in line]
+    assert any(fragment in line for line in lines), (
+        f"no line naming {cfg}: {key} with {fragment!r} in:\n{stderr}"
+    )
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), MISTAKES.values(), ids=MISTAKES.keys())
+def test_mistake_is_a_problem_naming_file_and_key(
+    tmp_path: Path, plain_dir: Path, text: str, key: str, fragment: str
+) -> None:
+    """``load_config`` raises ``ConfigError`` with a problem naming the file, the key and why."""
+    cfg = config_file(tmp_path, plain_dir, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(cfg)
+    problems = [str(p) for p in caught.value.problems]
+    assert all(p.file == str(cfg) for p in caught.value.problems)
+    assert_reported("\n".join(problems), cfg, key, fragment)
+
+
+@pytest.mark.parametrize("command", [["config", "check"], ["run"]], ids=["config-check", "run"])
+@pytest.mark.parametrize(("text", "key", "fragment"), MISTAKES.values(), ids=MISTAKES.keys())
+def test_mistake_exits_2_with_message_and_no_traceback(
+    tmp_path: Path, plain_dir: Path, command: list[str], text: str, key: str, fragment: str
+) -> None:
+    """The CLI reports a config mistake on stderr naming file and key, exits 2, no traceback."""
+    cfg = config_file(tmp_path, plain_dir, text)
+    result = cli(*command, config=cfg, timeout=CLI_TIMEOUT)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert_reported(result.stderr, cfg, key, fragment)
+
+
+def test_several_mistakes_are_reported_together(tmp_path: Path, plain_dir: Path) -> None:
+    """Every mistake in one file is reported in one run, each with its own key."""
+    text = (
+        HEAD
+        + 'foo = 1\ntimezone = "Mars/Olympus"\n'
+        + '[disk]\nwarn = "100MiB"\nmaintenance = "1GiB"\nfor_samples = "two"\n'
+        + window("25:00", "03:00")
+    )
+    cfg = config_file(tmp_path, plain_dir, text)
+    result = cli("config", "check", config=cfg, timeout=CLI_TIMEOUT)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    for key, fragment in [
+        ("foo", "unknown key"),
+        ("timezone", "IANA"),
+        ("disk.warn", "more free space"),
+        ("disk.for_samples", "whole number"),
+        ("maintenance.windows[0].start", "not a time of day"),
+    ]:
+        assert_reported(result.stderr, cfg, key, fragment)
+
+
+def test_plugin_mistakes_are_reported_with_the_others(tmp_path: Path, plain_dir: Path) -> None:
+    """Unloadable handler and job types are reported together with the file's other mistakes."""
+    text = (
+        HEAD
+        + "foo = 1\n"
+        + '[[handlers]]\ntype = "nosuch.module:thing"\n'
+        + '[[jobs]]\nname = "x"\ntype = "nosuch.other:thing"\n'
+    )
+    cfg = config_file(tmp_path, plain_dir, text)
+    result = cli("config", "check", config=cfg, timeout=CLI_TIMEOUT)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert_reported(result.stderr, cfg, "foo", "unknown key")
+    assert_reported(result.stderr, cfg, "handlers[0]", "'nosuch.module'")
+    assert_reported(result.stderr, cfg, "jobs[0]", "'nosuch.other'")
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    """A ``--config`` that does not exist is a config error naming the file, not a traceback."""
+    cfg = tmp_path / "absent.toml"
+    result = cli("config", "check", config=cfg, timeout=CLI_TIMEOUT)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{cfg}: (file): no such file" in result.stderr
+
+
+def test_valid_config_is_typed(tmp_path: Path, plain_dir: Path) -> None:
+    """A valid file becomes typed records: seconds, minutes since midnight, levels, handlers."""
+    text = (
+        HEAD
+        + 'timezone = "Asia/Tokyo"\n'
+        + '[paths]\nmaint_file = "flags/maint"\n'
+        + '[maintenance]\ngranularity = "15m"\nnotice = "5m"\n'
+        + '[[maintenance.windows]]\nname = "nightly"\nstart = "23:45"\nend = "01:15"\n'
+        + 'days = ["mon", "fri"]\n'
+        + '[disk]\ninterval = "500ms"\nwarn = "20%"\nmaintenance = "1GiB"\ncritical = "64MiB"\n'
+        + '[[jobs]]\nname = "check"\ntype = "dbcheck"\nat = "03:30"\ncheck = "quick"\n'
+        + '[[handlers]]\ntype = "log"\ntarget = "stdout"\nformat = "json"\n'
+        + 'min_level = "debug"\nevents = ["maintenance.*"]\n'
+        + '[[handlers]]\ntype = "command"\nargv = ["/bin/true"]\ntimeout = "2s"\n'
+        + '[service]\nshutdown_timeout = "1m"\n'
+    )
+    config = load_config(config_file(tmp_path, plain_dir, text))
+    assert config.data_dir == plain_dir
+    assert config.timezone == "Asia/Tokyo"
+    assert config.paths.maint_file == plain_dir / "flags" / "maint"
+    assert config.paths.spool == plain_dir / "mw" / "spool"
+    assert config.maintenance.granularity == 15
+    assert config.maintenance.notice == 300.0
+    (nightly,) = config.maintenance.windows
+    assert (nightly.start, nightly.end, nightly.days) == (23 * 60 + 45, 75, frozenset({0, 4}))
+    assert config.disk.interval == 0.5
+    assert config.disk.warn == Level(percent=20.0)
+    assert config.disk.maintenance == Level(amount=1024**3)
+    assert config.disk.critical == Level(amount=64 * 1024**2)
+    (job,) = config.jobs
+    assert (job.name, job.type, job.at) == ("check", "dbcheck", 210)
+    assert dict(job.args) == {"check": "quick"}
+    log, command = config.handlers
+    assert log == HandlerConfig(
+        type="log", events=("maintenance.*",), min_level="debug", format="json"
+    )
+    assert (command.type, command.argv, command.timeout) == ("command", ("/bin/true",), 2.0)
+    assert config.service.shutdown_timeout == 60.0
+
+
+def test_relative_data_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    """A relative ``data_dir`` in a file is resolved against that file's directory."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "app").mkdir()
+    cfg = write_config(tmp_path / "etc" / "watcher.toml", 'data_dir = "app"\n')
+    assert load_config(cfg).data_dir == tmp_path / "etc" / "app"
+
+
+def test_no_handlers_means_one_log_handler_to_stdout(plain_dir: Path) -> None:
+    """Without ``[[handlers]]`` the default is one log handler to stdout for every event."""
+    config = load_config(None, plain_dir)
+    assert config.handlers == (HandlerConfig(type="log", target="stdout", events=("*",)),)
+
+
+def test_config_check_on_defaults(plain_dir: Path) -> None:
+    """``watcher config check --data-dir D`` with no config file validates the defaults."""
+    result = cli("config", "check", data_dir=plain_dir, timeout=CLI_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert "(defaults): ok" in result.stdout
+    assert str(plain_dir) in result.stdout
+
+
+def test_run_on_defaults_reaches_ready(
+    data_dir: Path, service: Callable[..., ServiceProcess]
+) -> None:
+    """``watcher run --data-dir D`` with no config file runs on the defaults to service.ready."""
+    proc = service()
+    ready = proc.wait_for("service.ready")
+    assert ready["watcher"]["data_dir"] == str(data_dir)
+    assert proc.stop() == 0
+
+
+def test_data_dir_option_overrides_the_file(tmp_path: Path, plain_dir: Path) -> None:
+    """``--data-dir`` wins over ``data_dir`` in the file (which need not even exist then)."""
+    cfg = write_config(tmp_path / "watcher.toml", 'data_dir = "/nonexistent/elsewhere"\n')
+    result = cli("config", "check", config=cfg, data_dir=plain_dir, timeout=CLI_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert f"data_dir {plain_dir}," in result.stdout
+    assert load_config(cfg, plain_dir).data_dir == plain_dir
+
+
+def test_run_data_dir_option_overrides_the_file(
+    tmp_path: Path, data_dir: Path, service: Callable[..., ServiceProcess]
+) -> None:
+    """``watcher run --config F --data-dir D`` serves D although F names another directory."""
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg = write_config(tmp_path / "watcher.toml", f'data_dir = "{other}"\n')
+    proc = service(cfg)
+    ready = proc.wait_for("service.ready")
+    assert ready["watcher"]["data_dir"] == str(data_dir)
+    assert proc.stop() == 0
+    assert not (other / "mw").exists()

@@ -1,0 +1,206 @@
+"""The real ``watcher run``: broken handlers, one instance, signals, reload, systemd notify."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import WAIT, Doc, ServiceProcess, cli, write_config
+
+
+@pytest.fixture
+def service(service: Callable[..., ServiceProcess]) -> Iterator[Callable[..., ServiceProcess]]:
+    """The conftest ``service``, also closing each process's pipes at teardown."""
+    started: list[ServiceProcess] = []
+
+    def start(*args: Any, wait_ready: bool = True, **kwargs: Any) -> ServiceProcess:
+        proc = service(*args, wait_ready=False, **kwargs)
+        started.append(proc)
+        return proc.ready() if wait_ready else proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+        proc.stop()
+        for pipe in (proc.proc.stdout, proc.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def toml_list(items: list[str]) -> str:
+    return json.dumps(items)  # a JSON array of plain strings is a TOML array
+
+
+def failed_on(action: str, reason: str) -> Callable[[Doc], bool]:
+    """Matches a ``handler.failed`` about ``action`` whose reason contains ``reason``."""
+    return lambda e: (
+        e["watcher"]["failed_event"]["action"] == action and reason in e["watcher"]["reason"]
+    )
+
+
+def sequences(docs: list[Doc]) -> list[int]:
+    return [d["event"]["sequence"] for d in docs]
+
+
+def read_json_lines(path: Path) -> list[Doc]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_broken_command_handlers_do_not_stop_the_others(
+    tmp_path: Path, data_dir: Path, service: Callable[..., ServiceProcess]
+) -> None:
+    """Commands exiting non-zero or hanging give handler.failed; a log file still gets all."""
+    log = tmp_path / "events.log"
+    failing = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    hanging = [sys.executable, "-c", "import time; time.sleep(600)"]
+    cfg = write_config(
+        tmp_path / "watcher.toml",
+        '[[handlers]]\ntype = "log"\n'
+        f'[[handlers]]\ntype = "log"\ntarget = "{log}"\n'
+        '[[handlers]]\ntype = "command"\nevents = ["maintenance.*"]\n'
+        f'argv = {toml_list(failing)}\n'
+        '[[handlers]]\ntype = "command"\nevents = ["maintenance.*"]\ntimeout = "1s"\n'
+        f'argv = {toml_list(hanging)}\n',
+    )
+    proc = service(cfg)
+    assert cli("enter", data_dir=data_dir).returncode == 0
+    proc.wait_for("handler.failed", failed_on("maintenance.entered", "exited with status 3"))
+    proc.wait_for("handler.failed", failed_on("maintenance.entered", "timed out"))
+    assert cli("leave", data_dir=data_dir).returncode == 0
+    # the failed handlers keep receiving later events, and keep failing on them
+    proc.wait_for("handler.failed", failed_on("maintenance.left", "exited with status 3"))
+    proc.wait_for("handler.failed", failed_on("maintenance.left", "timed out"))
+    assert proc.stop() == 0
+    on_stdout = [e for e in proc.events if e["log.level"] != "debug"]
+    assert sequences(read_json_lines(log)) == sequences(on_stdout)
+    assert proc.actions()[-1] == "service.stopped"
+
+
+def test_second_instance_exits_2_naming_the_running_pid(
+    data_dir: Path, service: Callable[..., ServiceProcess]
+) -> None:
+    """A second ``watcher run`` on the same data dir exits 2 naming the running pid."""
+    first = service()
+    second = cli("run", data_dir=data_dir, timeout=WAIT)
+    assert second.returncode == 2
+    assert f"pid {first.proc.pid}" in second.stderr
+    assert "already running" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.proc.poll() is None
+    assert first.stop() == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_cleanly(
+    signum: signal.Signals, service: Callable[..., ServiceProcess]
+) -> None:
+    """SIGTERM or SIGINT: service.stopping, service.stopped, every handler flushed, exit 0."""
+    proc = service()
+    proc.signal(signum)
+    assert proc.proc.wait(WAIT) == 0
+    assert proc.stop() == 0  # already exited: only collects the output
+    actions = proc.actions()
+    assert actions[-2:] == ["service.stopping", "service.stopped"]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        ('[disk]\nfoo = 1\n', ": disk.foo: unknown key"),
+        ("[disk\n", ": (syntax):"),
+    ],
+    ids=["unknown-key", "syntax-error"],
+)
+def test_sighup_with_broken_config_is_rejected_and_service_goes_on(
+    tmp_path: Path,
+    data_dir: Path,
+    service: Callable[..., ServiceProcess],
+    broken: str,
+    problem: str,
+) -> None:
+    """SIGHUP with a broken config gives config.rejected; the old config keeps serving."""
+    cfg = write_config(tmp_path / "watcher.toml", '[maintenance]\nmessage = "kept"\n')
+    proc = service(cfg)
+    write_config(cfg, broken)
+    mark = proc.mark()
+    proc.signal(signal.SIGHUP)
+    rejected = proc.wait_for("config.rejected", after=mark)
+    assert rejected["log.level"] == "error"
+    assert any(p.startswith(f"{cfg}{problem}") for p in rejected["watcher"]["problems"])
+    assert proc.proc.poll() is None
+    entered = cli("enter", data_dir=data_dir)
+    assert entered.returncode == 0, entered.stderr
+    assert "through the running service" in entered.stdout
+    event = proc.wait_for("maintenance.entered", after=mark)
+    assert event["watcher"]["maintenance"]["message"] == "kept"
+    assert "config.reloaded" not in proc.actions()[mark:]
+    assert proc.stop() == 0
+
+
+def test_sighup_with_valid_changed_config_reloads(
+    tmp_path: Path, data_dir: Path, service: Callable[..., ServiceProcess]
+) -> None:
+    """SIGHUP with a valid changed config gives config.reloaded, and the change takes effect."""
+    log = tmp_path / "events.log"
+    cfg = write_config(tmp_path / "watcher.toml", '[maintenance]\nmessage = "first"\n')
+    proc = service(cfg)
+    write_config(
+        cfg,
+        '[maintenance]\nmessage = "second"\n'
+        '[[handlers]]\ntype = "log"\n'
+        f'[[handlers]]\ntype = "log"\ntarget = "{log}"\nevents = ["maintenance.*"]\n',
+    )
+    mark = proc.mark()
+    proc.signal(signal.SIGHUP)
+    reloaded = proc.wait_for("config.reloaded", after=mark)
+    assert reloaded["watcher"]["config"] == str(cfg)
+    assert cli("enter", data_dir=data_dir).returncode == 0
+    entered = proc.wait_for("maintenance.entered", after=mark)
+    assert entered["watcher"]["maintenance"]["message"] == "second"
+    assert proc.stop() == 0
+    in_file = read_json_lines(log)
+    assert "maintenance.entered" in [d["event"]["action"] for d in in_file]
+    assert all(d["event"]["action"].startswith("maintenance.") for d in in_file)
+
+
+def test_systemd_notify_ready_status_and_watchdog(
+    tmp_path: Path, service: Callable[..., ServiceProcess]
+) -> None:
+    """With NOTIFY_SOCKET and WATCHDOG_USEC: READY=1 with STATUS=, WATCHDOG=1 pings, STOPPING=1."""
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(WAIT)  # a bound on each datagram's arrival; never a synchronisation
+
+        def receive_until(done: Callable[[list[str]], bool]) -> list[str]:
+            got: list[str] = []
+            while not done(got):
+                got.append(sock.recv(4096).decode())
+            return got
+
+        proc = service(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"})
+        messages = receive_until(
+            lambda got: any("READY=1" in m for m in got)
+            and sum(m.split("\n").count("WATCHDOG=1") for m in got) >= 3
+        )
+        (ready,) = [m.split("\n") for m in messages if "READY=1" in m]
+        assert any(line.startswith("STATUS=") for line in ready)
+        proc.signal(signal.SIGTERM)
+        receive_until(lambda got: any("STOPPING=1" in m.split("\n") for m in got))
+        assert proc.proc.wait(WAIT) == 0
+
+
+def test_python_dash_m_watcher_version() -> None:
+    """``python -m watcher --version`` prints the version and exits 0."""
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == "watcher 0.1.0"

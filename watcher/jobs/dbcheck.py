@@ -1,0 +1,388 @@
+"""The database check job: integrity check, then optimisation, of each SQLite file in mw/data.
+
+``check_databases`` is synchronous (the job runs it in a worker thread). Each database is
+checked on a read-only connection with SQLite's default page cache, like the ``sqlite3``
+shell. With ``optimise`` (the scheduled job, never ``watcher check-db``) a database found ok
+then gets a free-space check, ``PRAGMA optimize``, ``ANALYZE``, and ``VACUUM`` only when its
+filesystem has twice its size free (else ``vacuum_skipped`` gives the numbers). A database
+that is corrupt, not a database, or unreadable is not ok and is listed in ``corrupt``;
+that is a result, never an exception.
+
+Logs in ``mw/log/sched/dynamic``: ``Maintenance.log`` and ``Optimize.log`` are appended to,
+``Maintenance_result.log`` and ``Optimize_result.log`` hold the latest run only (replaced
+atomically); ``Optimize*`` only for runs that optimise. One record per line: ISO-8601 local
+time, tag, ``key=value`` fields. Values are bare words, ``yes``/``no``, or JSON strings when
+they hold spaces or quotes. ``*.start`` lines carry the run's start time, the others its end
+time (a run's lines are written together when it ends). For example::
+
+    2026-11-26T03:30:00+09:00 check.start mode=integrity
+    2026-11-26T03:30:07+09:00 check.db path=app.db result=ok size=8192
+    2026-11-26T03:30:07+09:00 check.db path=x.db result=corrupt size=40960 problems=1
+    2026-11-26T03:30:07+09:00 check.problem path=x.db text="Tree 4 page 4: btreeInitPage..."
+    2026-11-26T03:30:07+09:00 check.db path=n.db result=error size=9 error="file is not a database"
+    2026-11-26T03:30:07+09:00 check.end result=corrupt databases=3 ok=1 corrupt=2 cancelled=no
+    2026-11-26T03:30:00+09:00 optimise.start
+    2026-11-26T03:30:07+09:00 optimise.db path=app.db optimised=yes vacuumed=yes
+    2026-11-26T03:30:07+09:00 optimise.db path=n.db optimised=no vacuumed=no skipped=check_failed
+    2026-11-26T03:30:07+09:00 optimise.end optimised=1 vacuumed=1 skipped=2 cancelled=no
+
+``*.end`` lines also carry ``elapsed=7.012s``. ``check.db`` ``result`` is ``ok``, ``corrupt``
+(problems found, one ``check.problem`` line each) or ``error`` (the check could not run);
+``error=`` says what SQLite reported. A skipped VACUUM adds ``vacuum_skipped="insufficient_space:
+needs <N> bytes, <M> free"`` and a failed optimisation ``error="optimisation failed: ..."``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import stat
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio.to_thread
+
+from watcher.atomic import write_atomic
+from watcher.jobs.base import ArgumentError, JobContext, JobFailed, Progress
+from watcher.space import free_bytes
+
+Check = Literal["integrity", "quick"]
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+EXTENSIONS = frozenset({".db", ".sqlite", ".sqlite3"})
+SIDE_FILES = ("-wal", "-shm", "-journal")
+MAX_PROBLEMS = 100
+_NOT_PROBLEMS = frozenset({"ok", "*** in database main ***"})
+_BARE = re.compile(r"[\w.:/+@%-]+")
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+@dataclass(frozen=True)
+class DatabaseResult:
+    """The outcome for one database; ``error`` is why the check or the optimisation failed."""
+
+    path: str
+    ok: bool
+    problems: tuple[str, ...]
+    size: int
+    optimised: bool = False
+    vacuumed: bool = False
+    vacuum_skipped: str | None = None
+    error: str | None = None
+
+    @property
+    def verdict(self) -> Literal["ok", "corrupt", "error"]:
+        """``ok``, ``corrupt`` (the check found problems) or ``error`` (it could not run)."""
+        return "ok" if self.ok else "corrupt" if self.problems else "error"
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """One run over all databases; ``cancelled``: a cancel came during it (may be partial)."""
+
+    started: datetime
+    finished: datetime
+    check: Check
+    databases: tuple[DatabaseResult, ...]
+    optimise: bool = False
+    cancelled: bool = False
+
+    @property
+    def corrupt(self) -> tuple[str, ...]:
+        """Paths of the databases that are not ok (corrupt, not a database, or unreadable)."""
+        return tuple(db.path for db in self.databases if not db.ok)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-serialisable data, with ISO-8601 times and the ``corrupt`` list."""
+        times = {"started": self.started.isoformat(), "finished": self.finished.isoformat()}
+        dbs = [{**asdict(db), "problems": list(db.problems)} for db in self.databases]
+        return {**asdict(self), **times, "databases": dbs, "corrupt": list(self.corrupt)}
+
+
+def find_databases(data: Path, *, maint_file: Path | None = None) -> list[Path]:
+    """SQLite files under ``data``, sorted: by extension or by header, never side files or maint."""
+    if not data.is_dir():
+        raise FileNotFoundError(f"database directory {data} does not exist")
+    found = [
+        Path(root, name)
+        for root, _dirs, names in os.walk(data)
+        for name in names
+        if not name.endswith(SIDE_FILES)
+    ]
+    return sorted(p for p in found if p != maint_file and _is_database(p))
+
+
+def _is_database(path: Path) -> bool:
+    """Whether ``path`` is a regular file named like a database or starting with its header."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+        if path.suffix.lower() in EXTENSIONS:
+            return True
+        with path.open("rb") as f:
+            return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+
+
+def check_databases(
+    data: Path,
+    *,
+    check: Check = "integrity",
+    optimise: bool,
+    progress: Callable[[Progress], None] = lambda _p: None,
+    cancelled: threading.Event | None = None,
+    now: Callable[[], datetime] = _local_now,
+    free_space: Callable[[Path], int] = free_bytes,
+    maint_file: Path | None = None,
+) -> CheckReport:
+    """Check (and with ``optimise``, optimise) every database; stops between them if cancelled."""
+    started, stop = now(), cancelled or threading.Event()
+    paths = find_databases(data, maint_file=maint_file)
+    sizes = [_size(p) for p in paths]
+    results: list[DatabaseResult] = []
+    for path, size in zip(paths, sizes, strict=True):
+        if stop.is_set():
+            break
+        result = _check_one(path, path.relative_to(data).as_posix(), size, check)
+        if optimise and result.ok:
+            result = _optimise_one(path, result, free_space, stop)
+        results.append(result)
+        done = len(results)
+        progress(Progress(done, len(paths), sum(sizes[:done]), sum(sizes), result.path))
+    return CheckReport(started, now(), check, tuple(results), optimise, stop.is_set())
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _check_one(path: Path, name: str, size: int, check: Check) -> DatabaseResult:
+    """Run the integrity or quick check on a read-only connection.
+
+    SQLite may return the b-tree problems as a row and then fail the next step with
+    "database disk image is malformed". Python's cursor drops a row whose next step fails,
+    so each row is captured by a SQL function as SQLite produces it.
+    """
+    rows: list[str] = []
+    error = None
+    try:
+        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as conn:
+            conn.create_function("watcher_row", 1, rows.append)
+            conn.execute(f"SELECT watcher_row({check}_check) FROM pragma_{check}_check").fetchall()
+    except sqlite3.Error as exc:
+        error = str(exc)
+    lines = (line for row in rows for line in str(row).splitlines())
+    problems = tuple(line for line in lines if line not in _NOT_PROBLEMS)[:MAX_PROBLEMS]
+    ok = bool(rows) and not problems and error is None
+    return DatabaseResult(name, ok, problems, size, error=error)
+
+
+def _optimise_one(
+    path: Path,
+    result: DatabaseResult,
+    free_space: Callable[[Path], int],
+    cancelled: threading.Event,
+) -> DatabaseResult:
+    """Free-space check, ``PRAGMA optimize``, ``ANALYZE``, then ``VACUUM`` if 2 × size is free."""
+    needed, free = 2 * result.size, free_space(path.parent)
+    try:
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.set_progress_handler(cancelled.is_set, 10_000)  # a cancel interrupts VACUUM
+            conn.execute("PRAGMA optimize")
+            conn.execute("ANALYZE")
+            result = replace(result, optimised=True)
+            if free < needed:
+                skipped = f"insufficient_space: needs {needed} bytes, {free} free"
+                return replace(result, vacuum_skipped=skipped)
+            conn.execute("VACUUM")
+            return replace(result, vacuumed=True)
+    except sqlite3.Error as exc:
+        return replace(result, error=f"optimisation failed: {exc}")
+
+
+def write_logs(logs: Path, report: CheckReport) -> None:
+    """Append the run to ``Maintenance.log``/``Optimize.log``; replace the ``*_result.log``."""
+    logs.mkdir(parents=True, exist_ok=True)
+    _publish(logs, "Maintenance", _check_lines(report))
+    if report.optimise:
+        _publish(logs, "Optimize", _optimise_lines(report))
+
+
+def _publish(logs: Path, stem: str, lines: Iterator[str]) -> None:
+    text = "".join(f"{line}\n" for line in lines)
+    with (logs / f"{stem}.log").open("a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    write_atomic(logs / f"{stem}_result.log", text.encode())
+
+
+def _line(at: datetime, tag: str, **fields: object) -> str:
+    values = (f"{key}={_value(value)}" for key, value in fields.items() if value is not None)
+    return " ".join((at.isoformat(timespec="seconds"), tag, *values))
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    text = str(value)
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
+def _elapsed(report: CheckReport) -> str:
+    return f"{(report.finished - report.started).total_seconds():.3f}s"
+
+
+def _check_lines(report: CheckReport) -> Iterator[str]:
+    end = report.finished
+    yield _line(report.started, "check.start", mode=report.check)
+    for db in report.databases:
+        yield _line(
+            end,
+            "check.db",
+            path=db.path,
+            result=db.verdict,
+            size=db.size,
+            problems=len(db.problems) or None,
+            error=None if db.ok else db.error,
+        )
+        for problem in db.problems:
+            yield _line(end, "check.problem", path=db.path, text=problem)
+    yield _line(
+        end,
+        "check.end",
+        result="corrupt" if report.corrupt else "ok",
+        databases=len(report.databases),
+        ok=len(report.databases) - len(report.corrupt),
+        corrupt=len(report.corrupt),
+        cancelled=report.cancelled,
+        elapsed=_elapsed(report),
+    )
+
+
+def _optimise_lines(report: CheckReport) -> Iterator[str]:
+    end, dbs = report.finished, report.databases
+    yield _line(report.started, "optimise.start")
+    for db in dbs:
+        yield _line(
+            end,
+            "optimise.db",
+            path=db.path,
+            optimised=db.optimised,
+            vacuumed=db.vacuumed,
+            vacuum_skipped=db.vacuum_skipped,
+            skipped=None if db.ok else "check_failed",
+            error=db.error if db.ok else None,
+        )
+    yield _line(
+        end,
+        "optimise.end",
+        optimised=sum(db.optimised for db in dbs),
+        vacuumed=sum(db.vacuumed for db in dbs),
+        skipped=sum(not db.optimised for db in dbs),
+        cancelled=report.cancelled,
+        elapsed=_elapsed(report),
+    )
+
+
+def format_report(report: CheckReport) -> str:
+    """Human-readable text of a run, as ``watcher check-db`` prints it."""
+    out = [
+        f"Database check ({report.check}): {report.started.isoformat(timespec='seconds')}"
+        f" – {report.finished.isoformat(timespec='seconds')}"
+    ]
+    for db in report.databases:
+        out.append(f"  {db.verdict.upper():<8} {db.path} ({db.size} bytes)")
+        out += [f"           {text}" for p in db.problems for text in p.splitlines()]
+        if db.error:
+            out.append(f"           {db.error}")
+        if report.optimise and db.optimised:
+            vacuum = "vacuumed" if db.vacuumed else f"vacuum skipped: {db.vacuum_skipped}"
+            out.append(f"           optimised, {vacuum}")
+    total, bad = len(report.databases), len(report.corrupt)
+    out.append(
+        f"{total} database(s): {total - bad} ok, {bad} corrupt or unreadable"
+        + (" — cancelled before the end" if report.cancelled else "")
+    )
+    return "\n".join(out) + "\n"
+
+
+def _choice(args: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = args.get(key, allowed[0])
+    if value not in allowed:
+        raise ArgumentError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
+    return str(value)
+
+
+def _flag(args: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = args.get(key, default)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    if not isinstance(value, bool):
+        raise ArgumentError(f"{key} must be true or false, not {value!r}")
+    return value
+
+
+class DbCheckJob:
+    """The ``dbcheck`` job type: checks and optimises the databases under maintenance."""
+
+    maintenance_default = True
+    retry_safe = True
+
+    def check_args(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``check`` (integrity|quick), ``on_corruption`` (hold|release), ``optimise`` (bool)."""
+        unknown = sorted(set(args) - {"check", "on_corruption", "optimise"})
+        if unknown:
+            raise ArgumentError(f"unknown dbcheck argument(s): {', '.join(unknown)}")
+        return {
+            "check": _choice(args, "check", ("integrity", "quick")),
+            "on_corruption": _choice(args, "on_corruption", ("hold", "release")),
+            "optimise": _flag(args, "optimise", True),
+        }
+
+    async def run(self, ctx: JobContext) -> Mapping[str, Any]:
+        """Check in a worker thread, write the logs there too; the result lists ``corrupt``."""
+        args = self.check_args(ctx.args)
+        report = await anyio.to_thread.run_sync(partial(self._work, ctx, args))
+        return report.to_dict()
+
+    @staticmethod
+    def _work(ctx: JobContext, args: Mapping[str, Any]) -> CheckReport:
+        """The thread's part: check, then log, so an interrupted run is logged too."""
+        if not ctx.paths.data.is_dir():
+            raise JobFailed(
+                "data_missing",
+                f"database directory {ctx.paths.data} does not exist",
+                path=str(ctx.paths.data),
+            )
+        report = check_databases(
+            ctx.paths.data,
+            check=args["check"],
+            optimise=args["optimise"],
+            progress=ctx.progress,
+            cancelled=ctx.cancelled,
+            now=ctx.now,
+            maint_file=ctx.paths.maint_file,
+        )
+        write_logs(ctx.paths.logs, report)
+        return report
+
+
+JOB = DbCheckJob()
