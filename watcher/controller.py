@@ -163,11 +163,23 @@ class Controller:
         self.expire()
         exists = os.path.lexists(self.paths.maint_file)
         verdict = reconcile(exists, self.state.holds, self.clock())
+        if verdict == "unchanged" and exists and self._replaced_by_someone_else():
+            verdict = "adopt"
         if verdict == "adopt":
             self._adopt()
         elif verdict == "released":
             self._released_by_operator()
         return verdict
+
+    def _replaced_by_someone_else(self) -> bool:
+        """The file exists but is not the version watcher wrote (saved over, or edited)."""
+        if self.state.written is None:
+            return False
+        try:
+            current = FileStamp.of(os.lstat(self.paths.maint_file))
+        except FileNotFoundError:
+            return False
+        return current != self.state.written
 
     def _adopt(self) -> None:
         try:

@@ -61,8 +61,8 @@ class Hold:
         return cls(
             reason=reason,
             name=str(raw["name"]),
-            since=datetime.fromisoformat(raw["since"]),
-            until=datetime.fromisoformat(until) if until else None,
+            since=aware(raw["since"]),
+            until=aware(until) if until else None,
             message=raw.get("message"),
             interrupted=bool(raw.get("interrupted", False)),
         )
@@ -96,6 +96,14 @@ class MaintContent:
             )
             + b"\n"
         )
+
+
+def aware(text: str) -> datetime:
+    """An ISO-8601 time that must carry its UTC offset (``ValueError`` otherwise)."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return moment
 
 
 def active_holds(holds: Iterable[Hold], now: datetime) -> tuple[Hold, ...]:

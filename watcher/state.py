@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from watcher.atomic import write_atomic
-from watcher.maintenance import Hold
+from watcher.maintenance import Hold, aware
 from watcher.units import format_time_of_day
 
 MAX_REMEMBERED = 256
@@ -105,7 +105,7 @@ class State:
 
 
 def _when(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+    return aware(value) if value else None
 
 
 class StateStore:
