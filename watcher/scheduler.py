@@ -161,9 +161,14 @@ class Scheduler:
             return  # already open (restart, or a second look)
         fields: dict[str, Any] = {"window": _window_fields(occurrence), "late": late}
         if occurrence.end <= now:
+            why = (
+                "lies wholly in a DST gap today (zero length)"
+                if occurrence.start == occurrence.end
+                else "was missed (clock jump or downtime)"
+            )
             self.bus.emit(
                 "window.opened",
-                f"maintenance window {occurrence.name} was missed (clock jump or downtime)",
+                f"maintenance window {occurrence.name} {why}",
                 level="warning",
                 held=False,
                 **fields,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from watcher.bus import EventBus
@@ -372,12 +373,20 @@ async def _cancellable(job: Job, ctx: JobContext) -> Mapping[str, Any]:
         finally:
             ctx.cancelled.set()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(relay)
-        try:
-            result = await job.run(ctx)
-        finally:
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay)
+            try:
+                result = await job.run(ctx)
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:  # the job's own exception, as the job raised it
+            raise group.exceptions[0] from None
+        raise
+    # A job working in a thread may return normally after being told to stop: the timeout
+    # or shutdown that told it must still be what ends it.
+    await anyio.lowlevel.checkpoint_if_cancelled()
     return result
 
 
