@@ -35,7 +35,7 @@ def submit(
     ident = uuid.uuid4().hex
     req = directory / f"{ident}{REQUEST_SUFFIX}"
     resp = directory / f"{ident}{RESPONSE_SUFFIX}"
-    write_atomic(req, orjson.dumps(dict(request)), 0o600)
+    write_atomic(req, orjson.dumps(dict(request)), 0o644)
     deadline = time.monotonic() + timeout
     delay = 0.002
     while time.monotonic() < deadline:
@@ -85,4 +85,4 @@ def take(path: Path) -> dict[str, Any] | None:
 def answer(path: Path, response: Mapping[str, Any]) -> None:
     """Write the response for request file ``path``."""
     resp = path.with_name(path.name[: -len(REQUEST_SUFFIX)] + RESPONSE_SUFFIX)
-    write_atomic(resp, orjson.dumps(dict(response)), 0o600)
+    write_atomic(resp, orjson.dumps(dict(response)), 0o644)

@@ -19,6 +19,7 @@ from watcher.state import ManualWindow
 from watcher.units import format_time_of_day, parse_duration, parse_time_of_day
 
 CLI_HOLD = "cli"
+MAX_MESSAGE = 500  # characters; the message travels in every event while maintenance lasts
 
 
 class RequestError(ValueError):
@@ -64,7 +65,7 @@ def parse_window(text: str, granularity: int) -> ManualWindow:
 def enter(ctl: Controller, request: Mapping[str, Any], tz: ZoneInfo, granularity: int) -> str:
     """Hold manual maintenance now (optionally until a time) or add a recurring window."""
     now = ctl.clock()
-    message = request.get("message") or None
+    message = str(request.get("message") or "")[:MAX_MESSAGE] or None
     if request.get("window"):
         window = replace(parse_window(str(request["window"]), granularity), message=message)
         kept = tuple(

@@ -139,4 +139,4 @@ class StateStore:
 
     def save(self, state: State) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, state.to_json(), 0o600)
+        write_atomic(self.path, state.to_json(), 0o644)
