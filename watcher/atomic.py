@@ -12,18 +12,18 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> os.stat_result:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-        stat = os.fstat(fd)
-    finally:
-        os.close(fd)
-    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            stat = os.fstat(fd)
+        finally:
+            os.close(fd)
         os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp)  # never leave a temp file behind (it takes space on a full disk)
         raise
     fsync_dir(path.parent)
     return stat

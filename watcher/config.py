@@ -390,9 +390,14 @@ def _disk(raw: object, out: _Collector, data_dir: Path) -> DiskConfig:
         total, inodes = st.f_blocks * st.f_frsize, st.f_files
     except OSError:
         total, inodes = 100 * 1024**3, 10**7
+    # Two levels of one kind (both % or both sizes) must be ordered. A mixed pair is compared
+    # on this filesystem only when the operator set both; a default that does not fit a small
+    # filesystem (10% vs 512MiB below ~5GiB) is clamped at sample time instead (watcher.disk).
     order = (("warn", disk.warn), ("maintenance", disk.maintenance), ("critical", disk.critical))
     for (hi_name, hi), (lo_name, lo) in itertools.pairwise(order):
-        if hi.resolve(total) <= lo.resolve(total):
+        same_kind = (hi.percent is None) == (lo.percent is None)
+        both_set = section.has(hi_name) and section.has(lo_name)
+        if (same_kind or both_set) and hi.resolve(total) <= lo.resolve(total):
             out.add(
                 f"disk.{hi_name}",
                 f"{hi} must be more free space than disk.{lo_name} ({lo}) on this filesystem",

@@ -163,23 +163,48 @@ class Controller:
         self.expire()
         exists = os.path.lexists(self.paths.maint_file)
         verdict = reconcile(exists, self.state.holds, self.clock())
-        if verdict == "unchanged" and exists and self._replaced_by_someone_else():
+        if verdict == "adopt" and self._stamp() == self.state.written:
+            verdict = "unchanged"  # our own file, which a crash kept us from removing
+            self._apply()
+        elif verdict == "released" and self.state.written is None:
+            verdict = "unchanged"  # never written: a crash came between the intent and the write
+            self._apply()
+        elif verdict == "unchanged" and exists and self._replaced_by_someone_else():
             verdict = "adopt"
+        elif verdict == "unchanged" and not exists and self.state.written is not None:
+            self.state = replace(self.state, written=None)  # removed by us; a crash kept the note
+            self._save()
         if verdict == "adopt":
             self._adopt()
         elif verdict == "released":
             self._released_by_operator()
         return verdict
 
-    def _replaced_by_someone_else(self) -> bool:
-        """The file exists but is not the version watcher wrote (saved over, or edited)."""
-        if self.state.written is None:
-            return False
+    def _stamp(self) -> FileStamp | None:
         try:
-            current = FileStamp.of(os.lstat(self.paths.maint_file))
+            return FileStamp.of(os.lstat(self.paths.maint_file))
         except FileNotFoundError:
+            return None
+
+    def _replaced_by_someone_else(self) -> bool:
+        """The file exists but is not a version watcher wrote (saved over, or edited).
+
+        Told by identity (inode, size, mtime) first; a file whose identity differs but whose
+        content is exactly what the holds say is ours (a crash came between the write and
+        recording it), and its identity is recorded now.
+        """
+        current = self._stamp()
+        if self.state.written is None or current is None or current == self.state.written:
             return False
-        return current != self.state.written
+        content = decide(self.state.holds, self.clock(), self.default_message)
+        try:
+            ours = content is not None and self.paths.maint_file.read_bytes() == content.render()
+        except OSError:
+            ours = False
+        if ours:
+            self.state = replace(self.state, written=current)
+            self._save()
+        return not ours
 
     def _adopt(self) -> None:
         try:
@@ -247,7 +272,9 @@ class Controller:
             self._released_by_operator()
             return
         if content is None:
-            remove_durably(self.paths.maint_file)
+            if os.path.lexists(self.paths.maint_file):
+                self._save()  # intent first: a crash before the removal leaves no doubt
+                remove_durably(self.paths.maint_file)
             self.state = replace(self.state, written=None)
             self._rendered = None
             if was_active:
@@ -255,6 +282,7 @@ class Controller:
         else:
             rendered = content.render()
             if rendered != self._rendered or self.state.written is None:
+                self._save()  # intent first: the holds that explain the file are on disk
                 self.state = replace(self.state, written=self._write_file(rendered))
                 self._rendered = rendered
             if not was_active:

@@ -11,11 +11,12 @@ import os
 import platform
 import shutil
 import sys
+import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from watcher.config import Config, ConfigError, find_config, load_config
+from watcher.config import Config, ConfigError, default_config, find_config, load_config
 from watcher.disk import filesystem_type, is_network_fs, sample
 from watcher.lock import running_pid
 from watcher.service import inotify_limits
@@ -47,7 +48,7 @@ def collect(config_path: Path | None, data_dir: Path | None) -> dict[str, Any]:
         "python": {"version": platform.python_version(), "executable": sys.executable},
         "packages": {name: _version(name) for name in PACKAGES},
         "paths": {
-            "executable_dir": str(Path(sys.argv[0]).resolve().parent),
+            "executable_dir": str(_executable_dir()),
             "watcher_on_path": shutil.which("watcher"),
             "config": str(path.resolve()) if path else None,
         },
@@ -56,16 +57,32 @@ def collect(config_path: Path | None, data_dir: Path | None) -> dict[str, Any]:
     }
     try:
         config = load_config(path, data_dir)
+        report["config_check"] = {"ok": True, "problems": []}
     except ConfigError as exc:
         report["config_check"] = {"ok": False, "problems": [str(p) for p in exc.problems]}
-        return report
-    report["config_check"] = {"ok": True, "problems": []}
+        fallback = data_dir or _configured_data_dir(path)
+        if fallback is None or not fallback.is_dir():
+            return report
+        config = default_config(fallback)  # still describe the data dir's environment
+        report["config_check"]["described_with"] = "defaults (the config is broken)"
     report["timezone"] = config.timezone
     report["paths"] |= _paths(config)
     report["filesystem"] = _filesystem(config)
     pid = running_pid(config.paths.state / "lock")
     report["service"] = {"running": pid is not None, "pid": pid if pid and pid > 0 else None}
     return report
+
+
+def _configured_data_dir(path: Path | None) -> Path | None:
+    """``data_dir`` from a config file that may be broken elsewhere."""
+    if path is None:
+        return None
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    value = raw.get("data_dir")
+    return path.parent / value if isinstance(value, str) else None
 
 
 def _paths(config: Config) -> dict[str, Any]:
@@ -90,6 +107,14 @@ def _filesystem(config: Config) -> dict[str, Any]:
         "inodes_total": reading.inodes_total,
         "inodes_free": reading.inodes_free,
     }
+
+
+def _executable_dir() -> Path:
+    """Where the ``watcher`` command lives (the interpreter's under ``python -m watcher``)."""
+    script = Path(sys.argv[0])
+    if script.name == "watcher":
+        return script.resolve().parent
+    return Path(sys.executable).parent
 
 
 def _version(name: str) -> str | None:

@@ -105,6 +105,8 @@ class DiskGuard:
                 disk=self.fields(reading, thresholds),
             )
             self._hold(changed)
+        elif self.state.level in ("ok", "warn") and not self.controller.state.disk_armed:
+            self.controller.update(disk_armed=True)  # recovered (also across a restart)
         elif reminder_due(self.state.level, self._last_event, now, self.config().disk.reminder):
             self._last_event = now
             self.bus.emit(

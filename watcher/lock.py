@@ -7,6 +7,7 @@ write state itself when it does not.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -37,8 +38,13 @@ class InstanceLock:
             os.close(fd)
             raise AlreadyRunning(self.path, read_pid(self.path)) from None
         if record_pid:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # A full disk must not stop the service that guards it; the lock still holds.
         self.fd = fd
 
     def release(self) -> None:

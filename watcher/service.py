@@ -133,6 +133,7 @@ class Service:
         if warning:
             self.bus.emit("service.started", warning, level="warning")
         self.spool.prepare()
+        self.controller.observe()  # settle the file against the state before anything changes
         self.spool.recover()
         self.spool.release_stale_job_holds()
         self._scan()

@@ -43,6 +43,7 @@ from watcher.journal import Journal
 from watcher.plugins import PluginError
 
 IGNORED_SUFFIXES = (".tmp", ".part")
+PENDING_RESULT = ".result.json"  # in .claimed/: a finished trigger's result before its move
 FULL_SCAN_EVERY = 10.0  # seconds; in between, a scan lists the spool only if its mtime moved
 
 
@@ -231,11 +232,12 @@ class Spool:
     def _reject(self, path: Path, exc: Rejected, name: str | None = None) -> None:
         name = name or path.name
         target = self._unique(self.failed, name)
+        error = self._write_result(target, "error", {"reason": exc.reason, "message": exc.message})
         try:
             os.rename(path, target)
         except FileNotFoundError:
+            error.unlink(missing_ok=True)
             return
-        self._write_result(target, "error", {"reason": exc.reason, "message": exc.message})
         self.bus.emit(
             "trigger.rejected",
             f"trigger {name} rejected: {exc.message}",
@@ -280,25 +282,36 @@ class Spool:
         )
 
     def _finish(self, ident: str, name: str, status: str, result: dict[str, Any]) -> None:
-        claimed = self.claimed / ident
+        """Result first (beside the claim, naming where the file goes), then the moves, then
+        the journal: a crash at any point leaves what ``recover`` needs to complete it."""
         target = self._unique(self.done if status == "finished" else self.failed, name)
+        body = {"trigger": name, "id": ident, "moved_to": str(target), **result}
+        write_atomic(
+            self._pending_result(ident), orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str)
+        )
+        self._complete(ident, name, target)
+
+    def _pending_result(self, ident: str) -> Path:
+        return self.claimed / f"{ident}{PENDING_RESULT}"
+
+    def _complete(self, ident: str, name: str, target: Path) -> None:
         try:
-            os.rename(claimed, target)
+            os.rename(self.claimed / ident, target)
         except FileNotFoundError:
-            target = self.failed / name
-        self._write_result(target, "result", {"trigger": name, "id": ident, **result})
+            pass  # moved before a crash
+        os.rename(self._pending_result(ident), target.with_name(f"{target.name}.result.json"))
+        fsync_dir(target.parent)
         (self.progress_dir / f"{name}.json").unlink(missing_ok=True)
-        self.journal.append({"event": "finished", "id": ident, "status": status})
+        self.journal.append({"event": "finished", "id": ident})
 
     def _unique(self, directory: Path, name: str) -> Path:
         target = directory / name
         return target if not target.exists() else directory / f"{name}.{time.time_ns()}"
 
-    def _write_result(self, moved: Path, kind: str, body: dict[str, Any]) -> None:
-        write_atomic(
-            moved.with_name(f"{moved.name}.{kind}.json"),
-            orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str),
-        )
+    def _write_result(self, moved: Path, kind: str, body: dict[str, Any]) -> Path:
+        path = moved.with_name(f"{moved.name}.{kind}.json")
+        write_atomic(path, orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str))
+        return path
 
     # --- after a crash -------------------------------------------------------------------
 
@@ -308,7 +321,9 @@ class Spool:
         for ident, record in unfinished.items():
             self._interrupted(ident, record)
         for claimed in sorted(self.claimed.iterdir()):
-            if claimed.name not in unfinished:
+            if claimed.name.startswith("."):
+                claimed.unlink(missing_ok=True)  # a temp file a crash left mid-write
+            elif claimed.name not in unfinished and not claimed.name.endswith(PENDING_RESULT):
                 self._resume(claimed.name)
         self.journal.compact()
 
@@ -316,6 +331,11 @@ class Spool:
         name, job_name = record.get("file", ident), record.get("job", "")
         cfg = self.config()
         job = job_config(cfg, job_name)
+        pending = self._pending_result(ident)
+        if pending.exists():  # it had finished; a crash cut the bookkeeping short
+            target = Path(orjson.loads(pending.read_bytes())["moved_to"])
+            self._complete(ident, name, target)
+            return
         if not (self.claimed / ident).exists():
             self.journal.append({"event": "finished", "id": ident, "status": "unknown"})
             return

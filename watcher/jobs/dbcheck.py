@@ -52,6 +52,7 @@ import anyio.to_thread
 
 from watcher.atomic import write_atomic
 from watcher.jobs.base import ArgumentError, JobContext, JobFailed, Progress
+from watcher.jobs.sqlitefiles import HOT_JOURNAL_NOTE, has_hot_journal, settle_hot_journal
 from watcher.space import free_bytes
 
 Check = Literal["integrity", "quick"]
@@ -148,8 +149,13 @@ def check_databases(
     now: Callable[[], datetime] = _local_now,
     free_space: Callable[[Path], int] = free_bytes,
     maint_file: Path | None = None,
+    settle_journals: bool = False,
 ) -> CheckReport:
-    """Check (and with ``optimise``, optimise) every database; stops between them if cancelled."""
+    """Check (and with ``optimise``, optimise) every database; stops between them if cancelled.
+
+    ``settle_journals`` (the job, under maintenance) first rolls back a hot journal left by
+    a killed writer; without it (the manual check) a hot journal is reported, not touched.
+    """
     started, stop = now(), cancelled or threading.Event()
     paths = find_databases(data, maint_file=maint_file)
     sizes = [_size(p) for p in paths]
@@ -157,13 +163,28 @@ def check_databases(
     for path, size in zip(paths, sizes, strict=True):
         if stop.is_set():
             break
-        result = _check_one(path, path.relative_to(data).as_posix(), size, check)
+        name = path.relative_to(data).as_posix()
+        if has_hot_journal(path) and not _settled(path, settle_journals):
+            result = DatabaseResult(name, False, (), size, error=HOT_JOURNAL_NOTE)
+        else:
+            result = _check_one(path, name, size, check)
         if optimise and result.ok:
             result = _optimise_one(path, result, free_space, stop)
         results.append(result)
         done = len(results)
         progress(Progress(done, len(paths), sum(sizes[:done]), sum(sizes), result.path))
     return CheckReport(started, now(), check, tuple(results), optimise, stop.is_set())
+
+
+def _settled(path: Path, allowed: bool) -> bool:
+    """Roll back a hot journal when allowed; ``False`` when it is still there."""
+    if not allowed:
+        return False
+    try:
+        settle_hot_journal(path)
+    except sqlite3.Error:
+        return False
+    return True
 
 
 def _size(path: Path) -> int:
@@ -380,6 +401,7 @@ class DbCheckJob:
             cancelled=ctx.cancelled,
             now=ctx.now,
             maint_file=ctx.paths.maint_file,
+            settle_journals=True,
         )
         write_logs(ctx.paths.logs, report)
         return report

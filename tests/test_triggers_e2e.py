@@ -1,0 +1,698 @@
+"""Drop-in triggers end to end: the real ``watcher run`` taking real files from a real spool."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Doc, ServiceProcess, cli, write_config
+from watcher.jobs.manifest import verify_manifest
+
+Start = Callable[..., ServiceProcess]
+Maker = Callable[[Path, Path], str]
+PY = sys.executable
+OLD = 930_000_000  # 1999-06-21, before the archive cut-off used below
+
+HELLO = (
+    "import os, sys; "
+    "print('hello from', os.environ['WATCHER_JOB_NAME'], os.environ['WATCHER_JOB_SOURCE'], "
+    "os.environ.get('GREETING', '-')); "
+    "print('to stderr', file=sys.stderr)"
+)
+SAD = "import sys; print('partial output'); sys.exit(3)"
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def service(service: Start) -> Iterator[Start]:
+    """conftest's ``service``, plus closing each process's pipes at teardown.
+
+    ``ServiceProcess`` never closes its stdout/stderr pipes; with ``filterwarnings = error``
+    the ``ResourceWarning`` then fails whichever later test the garbage collector runs in.
+    """
+    started: list[ServiceProcess] = []
+
+    def start(*args: Any, **kwargs: Any) -> ServiceProcess:
+        proc = service(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        close(proc)
+
+
+def close(svc: ServiceProcess) -> None:
+    """Kill the service if it still runs, collect its output threads, close its pipes."""
+    if svc.proc.poll() is None:
+        svc.proc.kill()
+    svc.stop()
+    for stream in (svc.proc.stdout, svc.proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def spool_of(data_dir: Path) -> Path:
+    return data_dir / "mw" / "spool"
+
+
+def maint(data_dir: Path) -> Path:
+    return data_dir / "mw" / "data" / "maint"
+
+
+def toml(value: Any) -> str:
+    """A TOML value for a string or a list of strings (JSON spells them the same way)."""
+    return json.dumps(value)
+
+
+def config_file(tmp_path: Path, *, allowed: list[Path] | None = None, extra: str = "") -> Path:
+    """A config with the given ``allowed_paths`` and two command jobs, ``hello`` and ``sad``."""
+    lines = ["[trigger]"]
+    if allowed is not None:
+        lines.append(f"allowed_paths = {toml([str(p) for p in allowed])}")
+    lines += [
+        extra,
+        "[[jobs]]",
+        'name = "hello"',
+        'type = "command"',
+        f"argv = {toml([PY, '-c', HELLO])}",
+        "[[jobs]]",
+        'name = "sad"',
+        'type = "command"',
+        f"argv = {toml([PY, '-c', SAD])}",
+    ]
+    return write_config(tmp_path / "watcher.toml", "\n".join(lines) + "\n")
+
+
+def drop(spool: Path, name: str, body: dict[str, Any] | bytes | None = None) -> Path:
+    """Put a trigger in the spool the way writers should: staged under a dot-name, renamed."""
+    data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    staged = spool / f".{name}.staging"
+    staged.write_bytes(data)
+    os.rename(staged, spool / name)
+    return spool / name
+
+
+def about(name: str) -> Callable[[Doc], bool]:
+    """Events about the trigger file ``name`` (trigger.* events)."""
+    return lambda e: e["watcher"].get("trigger", {}).get("file") == name
+
+
+def ran(name: str) -> Callable[[Doc], bool]:
+    """Job events of the job started by the trigger file ``name``."""
+    return lambda e: e["watcher"].get("job", {}).get("trigger") == name
+
+
+def count(svc: ServiceProcess, action: str, where: Callable[[Doc], bool], after: int = 0) -> int:
+    return sum(1 for e in svc.events[after:] if e["event"]["action"] == action and where(e))
+
+
+def result(spool: Path, where: str, name: str, kind: str = "result") -> dict[str, Any]:
+    doc = json.loads((spool / where / f"{name}.{kind}.json").read_bytes())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def run_trigger(
+    svc: ServiceProcess,
+    spool: Path,
+    name: str,
+    body: dict[str, Any] | bytes | None = None,
+    outcome: str = "job.finished",
+) -> Doc:
+    """Drop a trigger and wait for its job's outcome event."""
+    mark = svc.mark()
+    drop(spool, name, body)
+    return svc.wait_for(outcome, ran(name), after=mark)
+
+
+def assert_serving(svc: ServiceProcess, spool: Path, tag: str = "after") -> None:
+    """A valid trigger dropped now still runs to completion and lands in ``done/``."""
+    name = f"dbcheck.{tag}"
+    run_trigger(svc, spool, name)
+    assert result(spool, "done", name)["status"] == "finished"
+
+
+def rows(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        (n,) = conn.execute("SELECT count(*) FROM items").fetchone()
+    conn.close()
+    return int(n)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- rejections -------------------------------------------------------------------------
+
+
+def symlink(spool: Path, tmp: Path) -> str:
+    target = tmp / "elsewhere"
+    target.write_text("")
+    (spool / "dbcheck.link").symlink_to(target)
+    return "dbcheck.link"
+
+
+def fifo(spool: Path, _tmp: Path) -> str:
+    os.mkfifo(spool / "dbcheck.fifo")
+    return "dbcheck.fifo"
+
+
+def directory(spool: Path, _tmp: Path) -> str:
+    (spool / "dbcheck.dir").mkdir()
+    return "dbcheck.dir"
+
+
+def too_large(spool: Path, _tmp: Path) -> str:
+    body = b'{"job": "dbcheck"}'
+    drop(spool, "big.json", body + b" " * (64 * 1024 + 1 - len(body)))
+    return "big.json"
+
+
+def foreign_owner(spool: Path, _tmp: Path) -> str:
+    staged = spool / ".owned.staging"
+    staged.write_text("")
+    os.chown(staged, 12345, 12345)
+    os.rename(staged, spool / "dbcheck.owned")
+    return "dbcheck.owned"
+
+
+def json_trigger(name: str, body: dict[str, Any] | bytes) -> Maker:
+    def make(spool: Path, _tmp: Path) -> str:
+        drop(spool, name, body)
+        return name
+
+    return make
+
+
+def backup_to(name: str, dest: Callable[[Path], str]) -> Maker:
+    def make(spool: Path, tmp: Path) -> str:
+        drop(spool, name, {"job": "backup", "args": {"dest": dest(tmp)}})
+        return name
+
+    return make
+
+
+def escape_link(tmp: Path) -> str:
+    (tmp / "backups" / "escape").symlink_to(tmp / "outside")
+    return str(tmp / "backups" / "escape" / "sets")
+
+
+REJECTIONS: list[tuple[str, Maker, str]] = [
+    ("symlink", symlink, "symlink"),
+    ("fifo", fifo, "not_regular"),
+    ("directory", directory, "not_regular"),
+    ("too_large", too_large, "too_large"),
+    ("owner", foreign_owner, "owner"),
+    ("bad_json", json_trigger("broken.json", b'{"job": "dbcheck", '), "bad_json"),
+    ("bad_json_shape", json_trigger("shape.json", b'["dbcheck"]'), "bad_json"),
+    ("unknown_job_json", json_trigger("nosuch.json", {"job": "nosuch"}), "unknown_job"),
+    ("unknown_job_name", json_trigger("nosuch", b""), "unknown_job"),
+    (
+        "bad_args_date",
+        json_trigger("arch.json", {"job": "archive", "args": {"before": "not-a-date"}}),
+        "bad_args",
+    ),
+    ("bad_args_missing", json_trigger("bk.json", {"job": "backup"}), "bad_args"),
+    ("bad_args_unknown", json_trigger("db.json", {"job": "dbcheck", "args": {"x": 1}}), "bad_args"),
+    ("bad_args_command", json_trigger("cmd.json", {"job": "command"}), "bad_args"),
+    ("path_outside", backup_to("out.json", lambda t: str(t / "outside")), "path_not_allowed"),
+    (
+        "path_dot_dot",
+        backup_to("dots.json", lambda t: f"{t}/backups/../outside"),
+        "path_not_allowed",
+    ),
+    ("path_symlink_escape", backup_to("link.json", escape_link), "path_not_allowed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"), [(m, r) for _, m, r in REJECTIONS], ids=[i for i, _, _ in REJECTIONS]
+)
+def test_rejection(
+    make: Maker, reason: str, data_dir: Path, tmp_path: Path, service: Start
+) -> None:
+    """A bad trigger goes to failed/ with an error JSON and trigger.rejected; service goes on."""
+    if make is foreign_owner and os.geteuid() != 0:
+        pytest.skip("chown to another uid needs root")
+    (tmp_path / "backups").mkdir()
+    (tmp_path / "outside").mkdir()
+    svc = service(config_file(tmp_path, allowed=[tmp_path / "backups"]))
+    spool = spool_of(data_dir)
+    mark = svc.mark()
+    name = make(spool, tmp_path)
+    event = svc.wait_for("trigger.rejected", about(name), after=mark)
+    assert event["watcher"]["reason"] == reason, event
+    assert event["log.level"] == "warning"
+    assert not os.path.lexists(spool / name)
+    moved = spool / "failed" / name
+    assert os.path.lexists(moved)
+    assert event["watcher"]["trigger"]["moved_to"] == str(moved)
+    error = result(spool, "failed", name, "error")
+    assert error["reason"] == reason
+    assert error["message"]
+    assert count(svc, "trigger.accepted", about(name)) == 0
+    assert count(svc, "job.started", ran(name)) == 0
+    assert_serving(svc, spool)
+    assert svc.proc.poll() is None
+
+
+def test_owner_allowed_by_config(data_dir: Path, tmp_path: Path, service: Start) -> None:
+    """A uid listed in ``allowed_uids`` may drop triggers; the default (own uid, root) no more."""
+    if os.geteuid() != 0:
+        pytest.skip("chown to another uid needs root")
+    svc = service(config_file(tmp_path, extra="allowed_uids = [12345]"))
+    spool = spool_of(data_dir)
+    mark = svc.mark()
+    foreign_owner(spool, tmp_path)
+    svc.wait_for("job.finished", ran("dbcheck.owned"), after=mark)
+    mark = svc.mark()
+    drop(spool, "dbcheck.mine")  # owned by root, which the configured list leaves out
+    event = svc.wait_for("trigger.rejected", about("dbcheck.mine"), after=mark)
+    assert event["watcher"]["reason"] == "owner"
+
+
+def test_paths_not_allowed_without_allowed_paths(
+    data_dir: Path, tmp_path: Path, service: Start
+) -> None:
+    """With ``allowed_paths`` empty, a trigger naming any path is rejected."""
+    svc = service()
+    spool = spool_of(data_dir)
+    mark = svc.mark()
+    drop(spool, "r.json", {"job": "restore", "args": {"from": str(tmp_path)}})
+    event = svc.wait_for("trigger.rejected", about("r.json"), after=mark)
+    assert event["watcher"]["reason"] == "path_not_allowed"
+    assert result(spool, "failed", "r.json", "error")["reason"] == "path_not_allowed"
+    assert_serving(svc, spool)
+
+
+def test_size_limit_is_inclusive(data_dir: Path, service: Start) -> None:
+    """A trigger of exactly ``max_size`` (default 64 KiB) is accepted; one byte more is not."""
+    svc = service()
+    spool = spool_of(data_dir)
+    body = b'{"job": "dbcheck"}'
+    run_trigger(svc, spool, "exact.json", body + b" " * (64 * 1024 - len(body)))
+    assert result(spool, "done", "exact.json")["status"] == "finished"
+
+
+def test_configured_max_size(data_dir: Path, tmp_path: Path, service: Start) -> None:
+    """``[trigger] max_size`` replaces the 64 KiB default."""
+    svc = service(config_file(tmp_path, extra='max_size = "1KiB"'))
+    spool = spool_of(data_dir)
+    body = b'{"job": "dbcheck"}'
+    mark = svc.mark()
+    drop(spool, "big.json", body + b" " * (1025 - len(body)))
+    event = svc.wait_for("trigger.rejected", about("big.json"), after=mark)
+    assert event["watcher"]["reason"] == "too_large"
+    run_trigger(svc, spool, "fits.json", body + b" " * (1024 - len(body)))
+
+
+def test_rejected_name_twice_keeps_both(data_dir: Path, service: Start) -> None:
+    """A second rejected file of the same name does not overwrite the first in failed/."""
+    svc = service()
+    spool = spool_of(data_dir)
+    for content in (b"{", b"[1]"):
+        mark = svc.mark()
+        drop(spool, "twice.json", content)
+        svc.wait_for("trigger.rejected", about("twice.json"), after=mark)
+    kept = sorted(p.name for p in (spool / "failed").iterdir() if not p.name.endswith(".json"))
+    assert len(kept) == 1 and kept[0].startswith("twice.json.")  # the second, renamed
+    assert (spool / "failed" / "twice.json").read_bytes() == b"{"
+    assert (spool / "failed" / f"{kept[0]}.error.json").exists()
+
+
+# --- what is taken, and when ------------------------------------------------------------
+
+IGNORED = (".dbcheck", "dbcheck.tmp", "dbcheck.part", ".x.json", "x.json.tmp", "backup.part")
+
+
+def test_ignored_names_stay_put(data_dir: Path, service: Start) -> None:
+    """Dot-files and ``*.tmp``/``*.part`` stay where they are, with no event, at start or later."""
+    spool = spool_of(data_dir)
+    spool.mkdir(parents=True, exist_ok=True)
+    for name in IGNORED[:3]:
+        (spool / name).write_text('{"job": "dbcheck"}')
+    svc = service()
+    for name in IGNORED[3:]:
+        (spool / name).write_text('{"job": "dbcheck"}')
+    assert_serving(svc, spool)
+    for name in IGNORED:
+        assert (spool / name).exists(), name
+        assert count(svc, "trigger.accepted", about(name)) == 0
+        assert count(svc, "trigger.rejected", about(name)) == 0
+    assert count(svc, "job.started", lambda _e: True) == 1
+
+
+def test_staged_file_is_taken_once_complete(data_dir: Path, service: Start) -> None:
+    """A trigger written slowly under a ``.tmp`` name is left alone, then taken once on rename."""
+    svc = service()
+    spool = spool_of(data_dir)
+    staged = spool / "slow.json.tmp"
+    with staged.open("wb") as f:
+        f.write(b'{"job": "dbch')
+        f.flush()
+        os.fsync(f.fileno())
+        assert_serving(svc, spool, "while-half-written")
+        assert staged.exists()
+        f.write(b'eck", "args": {"check": "quick"}}')
+    assert_serving(svc, spool, "after-close")
+    assert staged.exists()
+    mark = svc.mark()
+    os.rename(staged, spool / "slow.json")
+    finished = svc.wait_for("job.finished", ran("slow.json"), after=mark)
+    assert finished["watcher"]["job"]["name"] == "dbcheck"
+    assert_serving(svc, spool, "sentinel")
+    assert count(svc, "trigger.accepted", about("slow.json")) == 1
+    assert count(svc, "job.started", ran("slow.json")) == 1
+    assert result(spool, "done", "slow.json")["status"] == "finished"
+
+
+def test_plain_name_runs_the_job(data_dir: Path, service: Start) -> None:
+    """``touch spool/dbcheck`` runs dbcheck under maintenance and files it in done/."""
+    svc = service()
+    spool = spool_of(data_dir)
+    mark = svc.mark()
+    (spool / "dbcheck").touch()
+    accepted = svc.wait_for("trigger.accepted", about("dbcheck"), after=mark)
+    assert accepted["watcher"]["job"] == {"name": "dbcheck", "type": "dbcheck"}
+    started = svc.wait_for("job.started", ran("dbcheck"), after=mark)
+    assert started["watcher"]["job"]["source"] == "trigger"
+    svc.wait_for("job.finished", ran("dbcheck"), after=mark)
+    svc.wait_for("maintenance.left", after=mark)
+    held = svc.wait_for("maintenance.hold_added", after=mark)
+    assert held["watcher"]["hold"]["reason"] == "job"
+    assert held["watcher"]["hold"]["name"] == "dbcheck"
+    assert (spool / "done" / "dbcheck").exists()
+    doc = result(spool, "done", "dbcheck")
+    assert doc["status"] == "finished" and doc["trigger"] == "dbcheck"
+    assert doc["result"]["corrupt"] == []
+    assert not (spool / "dbcheck").exists()
+    assert list((spool / ".claimed").iterdir()) == []
+    assert list((spool / ".progress").iterdir()) == []
+    assert (data_dir / "mw" / "log" / "sched" / "dynamic" / "Maintenance_result.log").exists()
+    assert not maint(data_dir).exists()
+
+
+def test_same_name_twice_runs_twice(data_dir: Path, service: Start) -> None:
+    """Two triggers of the same name, one after the other, both run and both results are kept."""
+    svc = service()
+    spool = spool_of(data_dir)
+    for _ in range(2):
+        run_trigger(svc, spool, "dbcheck")
+    done = sorted(p.name for p in (spool / "done").iterdir())
+    results = [n for n in done if n.endswith(".result.json")]
+    assert len(results) == 2, done
+    assert "dbcheck" in done and "dbcheck.result.json" in done
+
+
+def test_files_present_at_start_are_taken(data_dir: Path, service: Start) -> None:
+    """Triggers already in the spool when the service starts are taken without a new event."""
+    spool = spool_of(data_dir)
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / "dbcheck.pre").write_text("")
+    (spool / "pre.json").write_text('{"job": "dbcheck", "args": {"check": "quick"}}')
+    (spool / "bad.json").write_text("{")
+    svc = service(wait_ready=False)
+    for name in ("dbcheck.pre", "pre.json"):
+        svc.wait_for("job.finished", ran(name))
+        assert result(spool, "done", name)["status"] == "finished"
+    assert svc.wait_for("trigger.rejected", about("bad.json"))["watcher"]["reason"] == "bad_json"
+    svc.wait_for("service.ready")
+
+
+def test_dropped_while_down_runs_exactly_once(data_dir: Path, service: Start) -> None:
+    """A trigger dropped while the service is down runs once after start, and never again."""
+    spool = spool_of(data_dir)
+    first = service()
+    assert first.stop() == 0
+    (spool / "dbcheck.while-down").write_text("")
+    svc = service(wait_ready=False)
+    svc.wait_for("job.finished", ran("dbcheck.while-down"))
+    svc.wait_for("service.ready")
+    doc = result(spool, "done", "dbcheck.while-down")
+    assert doc["status"] == "finished" and doc["name"] == "dbcheck"
+    assert_serving(svc, spool, "sentinel")
+    assert svc.stop() == 0
+    again = service()
+    assert_serving(again, spool, "sentinel2")
+    started = [
+        e for p in (first, svc, again) for e in p.events
+        if e["event"]["action"] == "job.started" and ran("dbcheck.while-down")(e)
+    ]
+    assert len(started) == 1
+    assert (spool / "done" / "dbcheck.while-down").exists()
+    assert not (spool / "failed" / "dbcheck.while-down").exists()
+
+
+# --- backup, restore, archive -----------------------------------------------------------
+
+
+def test_backup_damage_restore(data_dir: Path, tmp_path: Path, service: Start) -> None:
+    """backup → damage live data → restore brings it back, keeps *_bak.*, releases maintenance."""
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    svc = service(config_file(tmp_path, allowed=[backups]))
+    spool = spool_of(data_dir)
+    db = data_dir / "mw" / "data" / "mail.db"
+    attachment = data_dir / "mw" / "file" / "ws1" / "attachment-0.txt"
+    original = attachment.read_bytes()
+    assert rows(db) == 500
+
+    mark = svc.mark()
+    run_trigger(svc, spool, "backup.json", {"job": "backup", "args": {"dest": str(backups)}})
+    held = svc.wait_for("maintenance.hold_added", after=mark)
+    assert held["watcher"]["hold"]["name"] == "backup"
+    svc.wait_for("maintenance.left", after=mark)
+    made = result(spool, "done", "backup.json")["result"]["set"]
+    backup_set = Path(made)
+    assert backup_set.parent == backups
+    assert (backup_set / "manifest.json").exists()
+    assert not (backup_set / "mw" / "data" / "maint").exists()
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM items WHERE id > 10")
+    conn.close()
+    attachment.write_bytes(b"overwritten by mistake\n")
+    stray = attachment.with_name("stray.txt")
+    stray.write_text("not in the backup\n")
+    assert rows(db) == 10
+
+    mark = svc.mark()
+    finished = run_trigger(svc, spool, "restore.json", {"job": "restore", "args": {"from": made}})
+    held = svc.wait_for("maintenance.hold_added", after=mark)
+    assert held["watcher"]["hold"]["name"] == "restore"
+    svc.wait_for("maintenance.left", after=mark)
+    assert finished["watcher"]["job"]["name"] == "restore"
+    restored = result(spool, "done", "restore.json")
+    assert restored["status"] == "finished"
+
+    assert rows(db) == 500
+    assert attachment.read_bytes() == original
+    assert not stray.exists()
+    data_bak = sorted((data_dir / "mw").glob("data_bak.*"))
+    file_bak = sorted((data_dir / "mw").glob("file_bak.*"))
+    assert len(data_bak) == 1 and len(file_bak) == 1
+    assert restored["result"]["data_bak"] == str(data_bak[0])
+    assert rows(data_bak[0] / "mail.db") == 10
+    assert (file_bak[0] / "ws1" / "attachment-0.txt").read_bytes() == b"overwritten by mistake\n"
+    assert (file_bak[0] / "ws1" / "stray.txt").exists()
+    assert not list((data_dir / "mw").glob("*.restore.*"))
+    assert not maint(data_dir).exists()
+    assert not (data_bak[0] / "maint").exists()
+    after = svc.actions()[mark:]
+    assert "maintenance.released_by_operator" not in after
+    assert "maintenance.adopted" not in after
+    assert_serving(svc, spool)
+
+
+def test_restore_of_a_damaged_set_touches_nothing(
+    data_dir: Path, tmp_path: Path, service: Start
+) -> None:
+    """A set that fails its manifest check is refused: live data untouched, maintenance released."""
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    svc = service(config_file(tmp_path, allowed=[backups]))
+    spool = spool_of(data_dir)
+    run_trigger(svc, spool, "backup.json", {"job": "backup", "args": {"dest": str(backups)}})
+    made = Path(result(spool, "done", "backup.json")["result"]["set"])
+    tampered = made / "mw" / "file" / "ws1" / "attachment-0.txt"
+    tampered.chmod(0o644)
+    with tampered.open("ab") as f:
+        f.write(b"tampered\n")
+    mark = svc.mark()
+    failed = run_trigger(
+        svc, spool, "restore.json", {"job": "restore", "args": {"from": str(made)}}, "job.failed"
+    )
+    assert failed["watcher"]["reason"] == "manifest_invalid"
+    svc.wait_for("maintenance.left", after=mark)
+    doc = result(spool, "failed", "restore.json")
+    assert doc["status"] == "failed" and doc["reason"] == "manifest_invalid"
+    assert (spool / "failed" / "restore.json").exists()
+    assert rows(data_dir / "mw" / "data" / "mail.db") == 500
+    assert not list((data_dir / "mw").glob("data_bak.*"))
+    assert not list((data_dir / "mw").glob("*.restore.*"))
+    assert not maint(data_dir).exists()
+
+
+def test_archive_read_only_with_manifest(data_dir: Path, service: Start) -> None:
+    """archive moves old files into a new read-only back<ID> with a manifest; databases stay."""
+    svc = service()
+    spool = spool_of(data_dir)
+    files = data_dir / "mw" / "file"
+    old = [files / "ws1" / "attachment-0.txt", files / "ws1" / "attachment-1.txt",
+           files / "ws2" / "attachment-2.txt"]
+    contents = {p: p.read_bytes() for p in old}
+    db = data_dir / "mw" / "data" / "mail.db"
+    for path in [*old, db]:
+        os.utime(path, (OLD, OLD))
+
+    mark = svc.mark()
+    run_trigger(svc, spool, "archive.json", {"job": "archive", "args": {"before": "2000-01-01"}})
+    held = svc.wait_for("maintenance.hold_added", after=mark)
+    assert held["watcher"]["hold"]["name"] == "archive"
+    svc.wait_for("maintenance.left", after=mark)
+    doc = result(spool, "done", "archive.json")["result"]
+    back = data_dir / "mw" / "back2"  # the demo already has back1
+    assert doc["archive"] == str(back) and doc["id"] == 2
+    assert doc["files"] == 3
+    assert doc["bytes"] == sum(len(c) for c in contents.values())
+    assert doc["skipped_databases"] >= 2
+
+    assert db.exists() and rows(db) == 500
+    for path, content in contents.items():
+        assert not path.exists()
+        moved = back / "file" / path.relative_to(files)
+        assert moved.read_bytes() == content
+    for dirpath, _dirs, names in os.walk(back):
+        assert os.stat(dirpath).st_mode & 0o777 == 0o555, dirpath
+        for name in names:
+            assert os.stat(Path(dirpath, name)).st_mode & 0o777 == 0o444, name
+    manifest = json.loads((back / "manifest.json").read_bytes())
+    assert manifest["kind"] == "archive"
+    listed = {e["path"]: e for e in manifest["files"]}
+    assert set(listed) == {f"file/{p.relative_to(files).as_posix()}" for p in old}
+    for path, content in contents.items():
+        entry = listed[f"file/{path.relative_to(files).as_posix()}"]
+        assert entry["sha256"] == hashlib.sha256(content).hexdigest()
+        assert entry["size"] == len(content)
+    assert verify_manifest(back) == []
+    assert not maint(data_dir).exists()
+
+
+# --- command jobs -----------------------------------------------------------------------
+
+
+def test_command_job_output_in_result(data_dir: Path, tmp_path: Path, service: Start) -> None:
+    """A configured command job runs its argv without maintenance; its output is in the result."""
+    svc = service(config_file(tmp_path))
+    spool = spool_of(data_dir)
+    mark = svc.mark()
+    run_trigger(svc, spool, "hello")
+    doc = result(spool, "done", "hello")
+    assert doc["status"] == "finished"
+    assert doc["result"]["returncode"] == 0
+    assert doc["result"]["stdout"] == "hello from hello trigger -\n"
+    assert doc["result"]["stderr"] == "to stderr\n"
+    assert "maintenance.hold_added" not in svc.actions()[mark:]
+    run_trigger(svc, spool, "greet.json", {"job": "hello", "args": {"env": {"GREETING": "hi"}}})
+    assert result(spool, "done", "greet.json")["result"]["stdout"].endswith(" hi\n")
+
+
+def test_failing_command_lands_in_failed(data_dir: Path, tmp_path: Path, service: Start) -> None:
+    """A command that exits non-zero ends in failed/ with its status and output in the result."""
+    svc = service(config_file(tmp_path))
+    spool = spool_of(data_dir)
+    failed = run_trigger(svc, spool, "sad", outcome="job.failed")
+    assert failed["watcher"]["reason"] == "exit_status"
+    doc = result(spool, "failed", "sad")
+    assert doc["status"] == "failed" and doc["reason"] == "exit_status"
+    assert doc["result"]["returncode"] == 3
+    assert doc["result"]["stdout"] == "partial output\n"
+    assert (spool / "failed" / "sad").exists()
+    assert_serving(svc, spool)
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+
+def test_cli_trigger_wait_shows_progress(data_dir: Path, service: Start) -> None:
+    """``watcher trigger dbcheck --wait`` prints plain progress lines off a TTY and exits 0."""
+    locked = data_dir / "mw" / "data" / "zz-locked.db"
+    with sqlite3.connect(locked) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+    conn.close()
+    svc = service()
+    lock = sqlite3.connect(locked, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # dbcheck stalls on this database after the first two
+    argv = [PY, "-m", "watcher", "trigger", "dbcheck", "--wait", "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "WATCHER_CONFIG": ""},
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("progress: "):
+                break
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    out, err = proc.communicate(timeout=60)
+    text = "".join(seen) + out
+    assert proc.returncode == 0, (text, err)
+    assert any(line.startswith("progress: ") and "/3 files" in line for line in seen), text
+    assert "\r" not in text
+    assert "finished" in out
+    svc.wait_for("job.finished", lambda e: e["watcher"]["job"]["name"] == "dbcheck")
+
+
+def test_cli_trigger_archive_wait(data_dir: Path, service: Start) -> None:
+    """``watcher trigger archive --arg before=2000-01-01 --wait`` follows the job and exits 0."""
+    service()
+    done = cli("trigger", "archive", "--arg", "before=2000-01-01", "--wait", data_dir=data_dir)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "finished" in done.stdout
+    assert "before: 2000-01-01" in done.stdout
+    assert not (data_dir / "mw" / "back2").exists()  # nothing that old in the demo
+
+
+def test_cli_trigger_wait_rejected(data_dir: Path, service: Start) -> None:
+    """``--wait`` on a trigger the service rejects prints the reason and exits 1."""
+    service()
+    done = cli("trigger", "archive", "--arg", "before=not-a-date", "--wait", data_dir=data_dir)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "rejected" in done.stdout and "bad_args" in done.stdout
+
+
+def test_cli_trigger_wait_failed_job(data_dir: Path, tmp_path: Path, service: Start) -> None:
+    """``--wait`` on a job that fails exits 1 and says so."""
+    config = config_file(tmp_path)
+    service(config)
+    done = cli("trigger", "sad", "--wait", data_dir=data_dir, config=config)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "failed" in done.stdout
+
+
+def test_cli_trigger_while_down(data_dir: Path, service: Start) -> None:
+    """``watcher trigger`` with no service drops the file, says so, and the job runs at start."""
+    done = cli("trigger", "dbcheck", data_dir=data_dir)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "not running" in done.stdout
+    [name] = [p.name for p in spool_of(data_dir).iterdir() if p.name.startswith("dbcheck.")]
+    svc = service(wait_ready=False)
+    svc.wait_for("job.finished", ran(name))
+    assert result(spool_of(data_dir), "done", name)["status"] == "finished"
