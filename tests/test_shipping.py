@@ -20,6 +20,7 @@ from asyncinotify import Inotify, Mask
 
 from tests.conftest import WAIT, Doc, ServiceProcess, cli, write_config
 from watcher.events import Event, Origin, to_document
+from watcher.operations import MAX_MESSAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -27,7 +28,7 @@ RSYSLOG_CONF = DEPLOY / "rsyslog" / "watcher.conf"
 SHIPPING = DEPLOY / "shipping"
 DEFAULT_LOG_DIR = "/var/log/watcher/"
 DEFAULT_LOG = DEFAULT_LOG_DIR + "watcher.json"
-LONG_MESSAGE = "長い" * 1500  # 9 KB of UTF-8; events repeat it: well past rsyslog's 8 KiB default
+LONG_MESSAGE = "長い" * 1500  # 9 KB of UTF-8; watcher keeps the first MAX_MESSAGE characters
 
 
 @pytest.fixture
@@ -228,7 +229,7 @@ min_level = "debug"
         assert shipped[doc["event"]["sequence"]] == (doc["log.level"], doc["event"]["action"], doc)
     messages = {doc["message"] for doc in logged}
     assert "maintenance entered: メンテナンス中 / back at 03:00" in messages
-    assert f"maintenance entered: {LONG_MESSAGE}" in messages
+    assert f"maintenance entered: {LONG_MESSAGE[:MAX_MESSAGE]}" in messages
     assert not rsyslogd.unparsed.exists()
 
 
