@@ -106,12 +106,16 @@ def cmd_leave(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from watcher.status import collect, format_status
 
-    report = collect(_config(args))
-    if args.json:
+    _show(collect(_config(args)), args.json, format_status)
+    return EXIT_OK
+
+
+def _show(report: Any, as_json: bool, formatter: Callable[[Any], str]) -> None:
+    """Print a report as indented JSON or through its formatter."""
+    if as_json:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(format_status(report))
-    return EXIT_OK
+        print(formatter(report))
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
@@ -134,11 +138,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     from watcher.jobs_report import collect, format_jobs
 
-    rows = collect(_config(args))
-    if args.json:
-        sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print(format_jobs(rows))
+    _show(collect(_config(args)), args.json, format_jobs)
     return EXIT_OK
 
 

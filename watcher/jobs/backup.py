@@ -38,13 +38,13 @@ from urllib.parse import quote
 
 import anyio.to_thread
 
+from watcher.atomic import fsync_dir
 from watcher.jobs.base import ArgumentError, DataPaths, JobContext, JobFailed, Progress
 from watcher.jobs.manifest import (
     Entry,
     Meter,
     copy_hashed,
     entry_for,
-    fsync_dir,
     hash_file,
     path_arg,
     raise_if_cancelled,

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from watcher.atomic import write_atomic
 from watcher.jobs.base import ArgumentError, JobFailed, Progress
 
 MANIFEST_NAME = "manifest.json"
@@ -143,23 +144,8 @@ def write_manifest(
         "total_bytes": sum(e.size for e in files),
     }
     target = root / MANIFEST_NAME
-    tmp = root / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        json.dump(doc, out, indent=1)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, target)
-    fsync_dir(root)
+    write_atomic(target, json.dumps(doc, indent=1).encode())
     return target
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the directory entries of ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_manifest(root: Path) -> tuple[str, list[Entry]]:
