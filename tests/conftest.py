@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +145,13 @@ class ServiceProcess:
         self.close()
         return code
 
+    def kill(self) -> None:
+        """SIGKILL the process if it still runs, reap it, join the readers, close the pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.close()
+
     def close(self) -> None:
         """Join the readers and close the pipes (no ResourceWarning under filterwarnings)."""
         self._reader.join(WAIT)
@@ -151,8 +161,11 @@ class ServiceProcess:
                 pipe.close()
 
 
+Start = Callable[..., ServiceProcess]
+
+
 @pytest.fixture
-def service(data_dir: Path) -> Iterator[Callable[..., ServiceProcess]]:
+def service(data_dir: Path) -> Iterator[Start]:
     """Start ``watcher run`` on the data dir (optionally with a config); stopped at teardown."""
     started: list[ServiceProcess] = []
 
@@ -168,13 +181,120 @@ def service(data_dir: Path) -> Iterator[Callable[..., ServiceProcess]]:
 
     yield start
     for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait()
-        proc.close()
+        proc.kill()
+
+
+@contextmanager
+def service_at(service: Start, root: Path) -> Iterator[Callable[[Path], ServiceProcess]]:
+    """``service`` on the data dir ``root``, given a config; each process it started is killed
+    on leaving (before, say, the filesystem under ``root`` is unmounted)."""
+    started: list[ServiceProcess] = []
+
+    def start(config: Path) -> ServiceProcess:
+        proc = service(config, root=root)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.kill()
+
+
+def stopped_once(service: Start, *args: Any, **kwargs: Any) -> ServiceProcess:
+    """Run the service once and stop it, so the spool and state are its own."""
+    first = service(*args, **kwargs)
+    assert first.stop() == 0
+    return first
 
 
 def write_config(path: Path, text: str) -> Path:
     """Write a TOML config file and return its path."""
     path.write_text(text)
     return path
+
+
+def toml(value: Any) -> str:
+    """A TOML value for a string or a list of strings (JSON spells them the same way)."""
+    return json.dumps(value)
+
+
+def allowed_paths(*paths: Path) -> str:
+    """A ``[trigger]`` table allowing ``paths`` in the arguments of triggered jobs."""
+    return f"[trigger]\nallowed_paths = {toml([str(p) for p in paths])}\n"
+
+
+def drop_trigger(spool: Path, name: str, body: dict[str, Any] | bytes | None = None) -> Path:
+    """Put a trigger in the spool the way writers should: staged under a dot-name, renamed."""
+    data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    staged = spool / f".{name}.staging"
+    staged.write_bytes(data)
+    os.rename(staged, spool / name)
+    return spool / name
+
+
+def maint(root: Path) -> Path:
+    """The maint file of the data dir ``root``."""
+    return root / "mw" / "data" / "maint"
+
+
+def ran(name: str) -> Callable[[Doc], bool]:
+    """Job events of the job started by the trigger file ``name``."""
+    return lambda e: bool(e["watcher"].get("job", {}).get("trigger") == name)
+
+
+def filed_in(spool: Path, name: str) -> list[str]:
+    """The spool folders of ``done`` and ``failed`` that hold ``name`` (settled: not empty)."""
+    return [d for d in ("done", "failed") if os.path.lexists(spool / d / name)]
+
+
+def make_db(path: Path, rows: int = 3000) -> Path:
+    """A database with a table of ``rows`` rows and an index on its text column."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INTEGER)")
+        conn.execute("CREATE INDEX t_v ON t (v)")
+        conn.executemany(
+            "INSERT INTO t (v, n) VALUES (?, ?)",
+            ((f"value-{i:06d}-" + "x" * 40, i) for i in range(rows)),
+        )
+        conn.commit()
+    return path
+
+
+def corrupt_db(path: Path) -> Path:
+    """Overwrite 512 bytes in the middle of a leaf page of the index b-tree."""
+    with closing(sqlite3.connect(path)) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        leaves = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pageno FROM dbstat WHERE name = 't_v' AND pagetype = 'leaf' ORDER BY pageno"
+            )
+        ]
+    assert len(leaves) > 2
+    page = leaves[len(leaves) // 2]
+    with path.open("r+b") as f:
+        f.seek((page - 1) * page_size + page_size // 2 - 256)
+        f.write(b"\xa5" * 512)
+    return path
+
+
+def eventually(check: Callable[[], Any], timeout: float = WAIT) -> Any:
+    """Await a condition on files (no event announces it): ``check()``'s first truthy value.
+
+    Used where watcher writes after its events (an adopted maint file is rewritten as JSON
+    once handlers have the events); fails after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except (OSError, ValueError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {check}")
+        time.sleep(0.005)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +29,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Doc, ServiceProcess, write_config
+from tests.conftest import (
+    ServiceProcess,
+    allowed_paths,
+    drop_trigger,
+    filed_in,
+    ran,
+    stopped_once,
+    toml,
+    write_config,
+)
 from watcher.atomic import write_atomic
 from watcher.journal import Journal
 from watcher.maintenance import Hold, decide
@@ -67,9 +76,9 @@ def configure(tmp_path: Path) -> tuple[Path, Path, Path]:
     argv = ["/bin/sh", "-c", SLEEPY.format(ledger=ledger)]
     config = write_config(
         tmp_path / "watcher.toml",
-        f"[trigger]\nallowed_paths = {json.dumps([str(backups)])}\n\n"
+        allowed_paths(backups) + "\n"
         '[[jobs]]\nname = "sleepy"\ntype = "command"\n'
-        f"argv = {json.dumps(argv)}\n",
+        f"argv = {toml(argv)}\n",
     )
     return config, ledger, backups
 
@@ -90,9 +99,7 @@ def drop(spool: Path, run: Run, rng: random.Random, tag: str, backups: Path) -> 
     else:
         name = f"archive-{tag}.json"
         body = {"job": "archive", "args": {"before": "2000-01-01"}}
-    staged = spool / f".{name}.tmp"
-    staged.write_bytes(b"" if body is None else json.dumps(body).encode())
-    os.rename(staged, spool / name)
+    drop_trigger(spool, name, body)
     run.dropped[name] = kind
     return name
 
@@ -103,19 +110,6 @@ def nth_event(svc: ServiceProcess, action: str, n: int) -> None:
     for _ in range(n):
         event = svc.wait_for(action, after=after)
         after = next(i for i in range(after, len(svc.events)) if svc.events[i] is event) + 1
-
-
-def kill(svc: ServiceProcess) -> None:
-    """SIGKILL, reap, collect the output threads, close the pipes."""
-    svc.proc.kill()
-    finish(svc)
-
-
-def finish(svc: ServiceProcess) -> None:
-    svc.stop()
-    for stream in (svc.proc.stdout, svc.proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 def tally(svc: ServiceProcess, run: Run) -> None:
@@ -171,7 +165,7 @@ def crash_round(
             else:
                 time.sleep(rng.uniform(0, 0.1))  # a random point, not synchronisation
     finally:
-        kill(svc)
+        svc.kill()
     seen = sum(1 for a in svc.actions() if a == "job.started")
     run.log.append(f"#{index} {mode} dropped={len(here)} started={seen}")
     tally(svc, run)
@@ -193,17 +187,9 @@ def settle(data_dir: Path, config: Path, run: Run) -> ServiceProcess:
     run.dropped[sentinel] = "dbcheck"
     svc.wait_for("job.finished", ran(sentinel), after=mark)
     for name, kind in sorted(run.dropped.items()):
-        if kind == "sleepy" and not settled(spool, name):
+        if kind == "sleepy" and not filed_in(spool, name):
             svc.wait_for("job.finished", ran(name))
     return svc
-
-
-def ran(name: str) -> Callable[[Doc], bool]:
-    return lambda e: bool(e["watcher"].get("job", {}).get("trigger") == name)
-
-
-def settled(spool: Path, name: str) -> bool:
-    return os.path.lexists(spool / "done" / name) or os.path.lexists(spool / "failed" / name)
 
 
 @pytest.mark.slow
@@ -219,7 +205,6 @@ def test_sigkill_at_random_points(data_dir: Path, tmp_path: Path) -> None:
 
     last = settle(data_dir, config, run)
     assert last.stop() == 0, run.why(f"final stop failed: {last.stderr[-2000:]}")
-    finish(last)
     tally(last, run)
     problems = final_problems(data_dir, ledger, run)
     assert not problems, run.why("\n  - " + "\n  - ".join(problems))
@@ -232,7 +217,7 @@ def final_problems(data_dir: Path, ledger: Path, run: Run) -> list[str]:
 
     # Every trigger ended in exactly one of done/ and failed/, with its result; none lost.
     for name in sorted(run.dropped):
-        places = [d for d in ("done", "failed") if os.path.lexists(spool / d / name)]
+        places = filed_in(spool, name)
         if len(places) != 1:
             problems.append(f"{name} is in {places or 'neither done/ nor failed/'}")
             continue
@@ -306,29 +291,6 @@ def final_problems(data_dir: Path, ledger: Path, run: Run) -> list[str]:
 DEFAULT_MESSAGE = "The system is under maintenance."
 
 
-@pytest.fixture
-def service(service: Callable[..., ServiceProcess]) -> Iterator[Callable[..., ServiceProcess]]:
-    """conftest's ``service``, plus closing each process's pipes at teardown (ResourceWarning)."""
-    started: list[ServiceProcess] = []
-
-    def start(*args: Any, **kwargs: Any) -> ServiceProcess:
-        proc = service(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-        finish(proc)
-
-
-def stopped_once(service: Callable[..., ServiceProcess]) -> None:
-    """Run the service once and stop it, so the spool and state are its own."""
-    first = service()
-    assert first.stop() == 0
-
-
 def claimed(data_dir: Path, name: str) -> str:
     """Put trigger ``name`` in ``.claimed/`` as ``take`` does; returns its id."""
     ident = f"{time.time_ns()}-{name}"
@@ -367,6 +329,7 @@ def test_own_maint_file_not_adopted_after_kill_before_state_save(
     svc.wait_for("service.ready")
     adopted = [e["message"] for e in svc.events if e["event"]["action"] == "maintenance.adopted"]
     assert adopted == [], "watcher adopted its own maint file as an operator's manual hold"
+    assert svc.stop() == 0  # state on disk follows the events; a stop flushes it
     state = State.from_json((data_dir / "mw" / "watcher" / "state.json").read_bytes())
     assert [(h.reason, h.name) for h in state.holds] == []
     assert not (data_dir / "mw" / "data" / "maint").exists()
@@ -483,19 +446,13 @@ def test_backup_after_a_killed_writer(
     """A backup of a database with a hot journal copies the recovered database, not fails."""
     backups = tmp_path / "backups"
     backups.mkdir()
-    config = write_config(
-        tmp_path / "watcher.toml", f"[trigger]\nallowed_paths = {json.dumps([str(backups)])}\n"
-    )
+    config = write_config(tmp_path / "watcher.toml", allowed_paths(backups))
     killed_writer(data_dir / "mw" / "data" / "mail.db")
     svc = service(config)
     mark = svc.mark()
     spool = data_dir / "mw" / "spool"
-    staged = spool / ".bk.tmp"
-    staged.write_text(json.dumps({"job": "backup", "args": {"dest": str(backups)}}))
-    os.rename(staged, spool / "bk.json")
+    drop_trigger(spool, "bk.json", {"job": "backup", "args": {"dest": str(backups)}})
     svc.wait_for("maintenance.left", after=mark)
-    outcome = next(
-        p for d in ("done", "failed") if (p := spool / d / "bk.json.result.json").exists()
-    )
+    outcome = spool / filed_in(spool, "bk.json.result.json")[0] / "bk.json.result.json"
     doc = json.loads(outcome.read_bytes())
     assert doc["status"] == "finished", f"backup failed: {doc.get('reason')}: {doc.get('message')}"

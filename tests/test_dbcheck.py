@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import corrupt_db, make_db
 from watcher.jobs.base import ArgumentError, DataPaths, JobContext, JobFailed, Progress
 from watcher.jobs.dbcheck import (
     JOB,
@@ -26,37 +27,6 @@ from watcher.jobs.dbcheck import (
 SQLITE_CLI = "/usr/bin/sqlite3"
 TZ = timezone(timedelta(hours=9))
 PLENTY = 10**15
-
-
-def make_db(path: Path, rows: int = 3000) -> Path:
-    """A database with a table of ``rows`` rows and an index on its text column."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with closing(sqlite3.connect(path)) as conn:
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INTEGER)")
-        conn.execute("CREATE INDEX t_v ON t (v)")
-        conn.executemany(
-            "INSERT INTO t (v, n) VALUES (?, ?)",
-            ((f"value-{i:06d}-" + "x" * 40, i) for i in range(rows)),
-        )
-        conn.commit()
-    return path
-
-
-def corrupt_db(path: Path) -> None:
-    """Overwrite 512 bytes in the middle of a leaf page of the index b-tree."""
-    with closing(sqlite3.connect(path)) as conn:
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        leaves = [
-            row[0]
-            for row in conn.execute(
-                "SELECT pageno FROM dbstat WHERE name = 't_v' AND pagetype = 'leaf' ORDER BY pageno"
-            )
-        ]
-    assert len(leaves) > 2
-    page = leaves[len(leaves) // 2]
-    with path.open("r+b") as f:
-        f.seek((page - 1) * page_size + page_size // 2 - 256)
-        f.write(b"\xa5" * 512)
 
 
 def clock(*times: datetime) -> Iterator[datetime]:

@@ -15,7 +15,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,30 +26,6 @@ DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "systemd" / "watcher.service"
 INSTALLED_WATCHER = "/usr/local/bin/watcher"
 ROTATIONS = 24
-
-
-@pytest.fixture
-def service(service: Callable[..., ServiceProcess]) -> Iterator[Callable[..., ServiceProcess]]:
-    """The conftest ``service``, also stopping each process and closing its pipes at teardown.
-
-    (The conftest fixture leaves the pipes open; their ResourceWarning is an error under
-    ``filterwarnings = error`` and would fail a later test.)
-    """
-    started: list[ServiceProcess] = []
-
-    def start(*args: Any, wait_ready: bool = True, **kwargs: Any) -> ServiceProcess:
-        proc = service(*args, wait_ready=False, **kwargs)
-        started.append(proc)
-        return proc.ready() if wait_ready else proc
-
-    yield start
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-        proc.stop()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 def unit_settings(text: str) -> dict[str, dict[str, list[str]]]:

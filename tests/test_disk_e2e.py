@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Doc, ServiceProcess, write_config
+from tests.conftest import Doc, ServiceProcess, Start, service_at, stopped_once, toml, write_config
+from tests.conftest import maint as maint_of
 from watcher.demo import create_demo
 
 MiB = 1024**2
@@ -32,8 +33,6 @@ WARN, MAINTENANCE, CRITICAL = 24 * MiB, 16 * MiB, 8 * MiB
 WARN_EXIT = WARN + (WARN - MAINTENANCE) // 2
 CHUNK = 1 * MiB
 FULL = 1 * MiB  # "no space left": tmpfs reports 0 free; ext4 keeps a little for metadata
-
-Start = Callable[..., ServiceProcess]
 
 pytestmark = pytest.mark.root
 
@@ -186,7 +185,7 @@ def guard_config(tmp_path: Path, command_out: Path, *, reminder: str = "200ms") 
         "import sys; data = sys.stdin.buffer.read(); "
         "f = open(sys.argv[1], 'ab'); f.write(data); f.close()"
     )
-    argv = json.dumps([sys.executable, "-c", copy, str(command_out)])
+    argv = toml([sys.executable, "-c", copy, str(command_out)])
     return write_config(
         tmp_path / "watcher.toml",
         f"""\
@@ -218,19 +217,8 @@ def on_fs(fs: Path, service: Start) -> Iterator[tuple[Path, Filler, Start]]:
     watcher there; the service is stopped before the filesystem is unmounted."""
     root = fs / "data"
     create_demo(root)
-    started: list[ServiceProcess] = []
-
-    def start(config: Path) -> ServiceProcess:
-        proc = service(config, root=root)
-        started.append(proc)
-        return proc
-
-    yield root, Filler(fs), start
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait()
-        proc.close()
+    with service_at(service, root) as start:
+        yield root, Filler(fs), start
 
 
 def disk(event: Doc) -> dict[str, Any]:
@@ -264,10 +252,6 @@ def reminder_above(
 
 def hold_reasons(maint: Path) -> list[str]:
     return [h["reason"] for h in json.loads(maint.read_text())["holds"]]
-
-
-def maint_of(root: Path) -> Path:
-    return root / "mw" / "data" / "maint"
 
 
 # --- tests ----------------------------------------------------------------------------------
@@ -428,7 +412,7 @@ def test_restart_on_a_full_filesystem_holds_maintenance_with_an_empty_file(
     root, filler, start = on_fs
     out = tmp_path / "critical.jsonl"
     config = guard_config(tmp_path, out, reminder="10m")
-    assert start(config).stop() == 0  # a previous run: its lock and state files exist
+    stopped_once(start, config)  # a previous run: its lock and state files exist
     left = filler.fill_up()
     assert left < FULL
     svc = start(config)

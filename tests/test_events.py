@@ -21,26 +21,6 @@ ORIGIN = Origin(data_dir="/srv/app", service_name="watcher", version="0.1.0", ho
 HOLDS = [{"reason": "manual", "name": "cli"}]
 
 
-@pytest.fixture
-def service(service: Callable[..., ServiceProcess]) -> Iterator[Callable[..., ServiceProcess]]:
-    """The conftest ``service``, also closing each process's pipes at teardown."""
-    started: list[ServiceProcess] = []
-
-    def start(*args: Any, wait_ready: bool = True, **kwargs: Any) -> ServiceProcess:
-        proc = service(*args, wait_ready=False, **kwargs)
-        started.append(proc)
-        return proc.ready() if wait_ready else proc
-
-    yield start
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-        proc.stop()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
 def sample(**overrides: Any) -> Event:
     """The DESIGN §6 example event (at 13:50:43.123456 Tokyo time = 04:50:43.123456 UTC)."""
     values: dict[str, Any] = {

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,26 +48,6 @@ with open(sys.argv[1] + ".tmp", "w") as f:
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 time.sleep(600)
 """
-
-
-@pytest.fixture
-def service(service: Callable[..., ServiceProcess]) -> Iterator[Callable[..., ServiceProcess]]:
-    """The conftest ``service``, also closing each process's pipes at teardown."""
-    started: list[ServiceProcess] = []
-
-    def start(*args: Any, wait_ready: bool = True, **kwargs: Any) -> ServiceProcess:
-        proc = service(*args, wait_ready=False, **kwargs)
-        started.append(proc)
-        return proc.ready() if wait_ready else proc
-
-    yield start
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-        proc.stop()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 def event(n: int, action: str = "maintenance.entered") -> Event:

@@ -6,37 +6,12 @@ import json
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import WAIT, Doc, ServiceProcess, cli, write_config
-
-
-@pytest.fixture
-def service(service: Callable[..., ServiceProcess]) -> Iterator[Callable[..., ServiceProcess]]:
-    """The conftest ``service``, also closing each process's pipes at teardown."""
-    started: list[ServiceProcess] = []
-
-    def start(*args: Any, wait_ready: bool = True, **kwargs: Any) -> ServiceProcess:
-        proc = service(*args, wait_ready=False, **kwargs)
-        started.append(proc)
-        return proc.ready() if wait_ready else proc
-
-    yield start
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-        proc.stop()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-def toml_list(items: list[str]) -> str:
-    return json.dumps(items)  # a JSON array of plain strings is a TOML array
+from tests.conftest import WAIT, Doc, ServiceProcess, cli, toml, write_config
 
 
 def failed_on(action: str, reason: str) -> Callable[[Doc], bool]:
@@ -66,9 +41,9 @@ def test_broken_command_handlers_do_not_stop_the_others(
         '[[handlers]]\ntype = "log"\n'
         f'[[handlers]]\ntype = "log"\ntarget = "{log}"\n'
         '[[handlers]]\ntype = "command"\nevents = ["maintenance.*"]\n'
-        f'argv = {toml_list(failing)}\n'
+        f'argv = {toml(failing)}\n'
         '[[handlers]]\ntype = "command"\nevents = ["maintenance.*"]\ntimeout = "1s"\n'
-        f'argv = {toml_list(hanging)}\n',
+        f'argv = {toml(hanging)}\n',
     )
     proc = service(cfg)
     assert cli("enter", data_dir=data_dir).returncode == 0

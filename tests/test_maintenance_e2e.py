@@ -5,50 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import WAIT, Doc, ServiceProcess, cli
+from tests.conftest import WAIT, Doc, ServiceProcess, Start, cli, eventually, maint
 from watcher.control import control_dir, submit
 
-Start = Callable[..., ServiceProcess]
 DEFAULT = "The system is under maintenance."
-
-
-@pytest.fixture
-def service(service: Start) -> Iterator[Start]:
-    """The conftest ``service``, also stopping each process and closing its pipes at teardown.
-
-    (The conftest fixture leaves the pipes open: their ResourceWarning, an error under
-    ``filterwarnings = error``, would otherwise fail the next test's setup.)
-    """
-    started: list[ServiceProcess] = []
-
-    def start(*args: Any, wait_ready: bool = True, **kwargs: Any) -> ServiceProcess:
-        proc = service(*args, wait_ready=False, **kwargs)
-        started.append(proc)
-        return proc.ready() if wait_ready else proc
-
-    yield start
-    for proc in started:
-        try:
-            proc.stop()
-        except subprocess.TimeoutExpired:
-            proc.proc.kill()
-            proc.stop()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-def maint(data_dir: Path) -> Path:
-    return data_dir / "mw" / "data" / "maint"
 
 
 def run(*args: str, data_dir: Path) -> str:
@@ -72,7 +40,9 @@ def ping(data_dir: Path) -> None:
 
 
 def file_doc(data_dir: Path) -> dict[str, Any]:
-    doc = json.loads(maint(data_dir).read_bytes())
+    """The maint file's JSON, once watcher has written it (an adopted file is rewritten
+    right after the events)."""
+    doc = eventually(lambda: json.loads(maint(data_dir).read_bytes()))
     assert isinstance(doc, dict)
     return doc
 

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 import watcher.space
-from tests.conftest import Doc, ServiceProcess, cli, write_config
+from tests.conftest import Doc, Start, allowed_paths, cli, service_at, write_config
 from tests.test_disk_e2e import free_bytes, small_filesystem
 from watcher.bus import EventBus
 from watcher.config import Config, build_config
@@ -31,7 +31,6 @@ from watcher.testing import capture_events
 MiB = 1024**2
 OLD = 930_000_000  # 1999-06-21: older than the archive cut-off below
 BEFORE = "2026-01-01"
-Start = Callable[..., ServiceProcess]
 # Levels sized for the small test filesystems, so the disk guard stays quiet throughout.
 SMALL_LEVELS = '[disk]\nwarn = "3MiB"\nmaintenance = "2MiB"\ncritical = "1MiB"\n'
 
@@ -217,19 +216,8 @@ def on_small_fs(small_fs: Path, service: Start) -> Iterator[tuple[Path, Start]]:
     service is stopped before the filesystem is unmounted."""
     root = small_fs / "data"
     create_demo(root)
-    started: list[ServiceProcess] = []
-
-    def start(config: Path) -> ServiceProcess:
-        proc = service(config, root=root)
-        started.append(proc)
-        return proc
-
-    yield root, start
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait()
-        proc.close()
+    with service_at(service, root) as start:
+        yield root, start
 
 
 def failed_details(event: Doc) -> dict[str, Any]:
@@ -291,9 +279,7 @@ def test_triggered_backup_to_a_small_filesystem_is_refused_with_the_numbers(
     refused with the numbers measured on that filesystem, and nothing is written there."""
     old_file(data_dir / "mw" / "file" / "ws1" / "big.bin", 6 * MiB)
     with small_filesystem(tmp_path / "dest", 4) as fs:
-        config = write_config(
-            tmp_path / "watcher.toml", f'[trigger]\nallowed_paths = ["{fs}"]\n'
-        )
+        config = write_config(tmp_path / "watcher.toml", allowed_paths(fs))
         svc = service(config)
         try:
             done = cli("trigger", "backup", "--arg", f"dest={fs / 'backups'}", "--wait",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from tests.conftest import corrupt_db, make_db
 from watcher.bus import EventBus
 from watcher.config import Config, JobConfig, build_config
 from watcher.controller import Controller
@@ -112,38 +112,6 @@ def fresh_test_jobs() -> Iterator[None]:
 # --- the rig ----------------------------------------------------------------------------------
 
 
-def make_db(path: Path, rows: int = 3000) -> Path:
-    """A database with a table of ``rows`` rows and an index on its text column."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with closing(sqlite3.connect(path)) as conn:
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INTEGER)")
-        conn.execute("CREATE INDEX t_v ON t (v)")
-        conn.executemany(
-            "INSERT INTO t (v, n) VALUES (?, ?)",
-            ((f"value-{i:06d}-" + "x" * 40, i) for i in range(rows)),
-        )
-        conn.commit()
-    return path
-
-
-def corrupt_db(path: Path) -> Path:
-    """Overwrite 512 bytes in the middle of a leaf page of the index b-tree."""
-    with closing(sqlite3.connect(path)) as conn:
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        leaves = [
-            row[0]
-            for row in conn.execute(
-                "SELECT pageno FROM dbstat WHERE name = 't_v' AND pagetype = 'leaf' ORDER BY pageno"
-            )
-        ]
-    assert len(leaves) > 2
-    page = leaves[len(leaves) // 2]
-    with path.open("r+b") as f:
-        f.seek((page - 1) * page_size + page_size // 2 - 256)
-        f.write(b"\xa5" * 512)
-    return path
-
-
 @dataclass
 class Rig:
     """A running JobRunner with a real Controller on tmp_path and captured events."""
@@ -158,6 +126,14 @@ class Rig:
     @property
     def maint_file(self) -> Path:
         return self.config.paths.maint_file
+
+    async def start(self, name: str, ending: Ending = "succeed", **kw: Any) -> Run:
+        """Script ``name`` to end as ``ending``, submit it (``kw`` as for ``submit``) and wait
+        until it has started."""
+        run = BLOCKING.script(name, ending)
+        self.submit(name, **kw)
+        await run.started.wait()
+        return run
 
     def submit(self, name: str, *, maintenance: bool = True, **kw: Any) -> None:
         """Submit the scripted job under ``name``."""
@@ -221,9 +197,7 @@ async def test_maintenance_job_holds_while_running_and_releases_on_success(
 ) -> None:
     """A maintenance job adds a job hold before it starts and releases it when it succeeds."""
     async with running(tmp_path) as rig:
-        run = BLOCKING.script("work")
-        rig.submit("work")
-        await run.started.wait()
+        run = await rig.start("work")
         assert run.maint_file_at_start is True
         assert rig.maint_file.exists() and rig.job_holds() == ["work"]
         assert rig.controller.active
@@ -245,9 +219,7 @@ async def test_hold_released_when_the_job_fails(
 ) -> None:
     """A job that raises JobFailed or any exception releases its hold; job.failed says why."""
     async with running(tmp_path) as rig:
-        run = BLOCKING.script("work", ending)
-        rig.submit("work")
-        await run.started.wait()
+        run = await rig.start("work", ending)
         assert rig.maint_file.exists()
         run.proceed.set()
         outcome = await rig.wait_done("work")
@@ -268,9 +240,7 @@ async def test_hold_released_when_the_job_fails(
 async def test_hold_released_when_the_job_times_out(tmp_path: Path) -> None:
     """A job past its ``timeout`` fails with reason "timeout" and its hold is released."""
     async with running(tmp_path) as rig:
-        run = BLOCKING.script("slow", "hang")
-        rig.submit("slow", timeout=0.05)
-        await run.started.wait()
+        await rig.start("slow", "hang", timeout=0.05)
         assert rig.maint_file.exists()
         outcome = await rig.wait_done("slow")
         assert outcome.status == "failed" and outcome.reason == "timeout"
@@ -283,9 +253,7 @@ async def test_hold_released_when_the_job_times_out(tmp_path: Path) -> None:
 async def test_hold_released_when_the_job_is_cancelled(tmp_path: Path) -> None:
     """A job cancelled at shutdown is reported interrupted and its hold is released."""
     async with running(tmp_path) as rig:
-        run = BLOCKING.script("work")
-        rig.submit("work")
-        await run.started.wait()
+        await rig.start("work")
         assert rig.maint_file.exists()
         await rig.runner.shutdown(0)
         outcome = await rig.wait_done("work")
@@ -299,9 +267,7 @@ async def test_hold_released_when_the_job_is_cancelled(tmp_path: Path) -> None:
 async def test_hold_released_when_the_task_group_is_cancelled(tmp_path: Path) -> None:
     """Cancelling the scope the runner lives in still releases the running job's hold."""
     async with running(tmp_path) as rig:
-        run = BLOCKING.script("work")
-        rig.submit("work")
-        await run.started.wait()
+        await rig.start("work")
         assert rig.maint_file.exists()
     assert not rig.maint_file.exists() and rig.job_holds() == []
     assert rig.outcomes["work"].status == "interrupted"
@@ -341,9 +307,7 @@ async def test_operator_release_mid_job_lets_the_job_finish_without_maintenance(
 ) -> None:
     """Deleting the maint file mid-job releases it; the job goes on and nothing recreates it."""
     async with running(tmp_path) as rig:
-        run = BLOCKING.script("work")
-        rig.submit("work")
-        await run.started.wait()
+        run = await rig.start("work")
         rig.maint_file.unlink()
         assert rig.controller.observe() == "released"
         warnings = [e for e in rig.of("maintenance.hold_released") if e.fields.get("job_running")]
@@ -357,9 +321,7 @@ async def test_operator_release_mid_job_lets_the_job_finish_without_maintenance(
 async def test_non_maintenance_job_takes_no_hold(tmp_path: Path) -> None:
     """A job with ``maintenance = false`` runs without touching the maint file."""
     async with running(tmp_path) as rig:
-        run = BLOCKING.script("report")
-        rig.submit("report", maintenance=False)
-        await run.started.wait()
+        run = await rig.start("report", maintenance=False)
         assert run.maint_file_at_start is False and not rig.maint_file.exists()
         run.proceed.set()
         assert (await rig.wait_done("report")).status == "finished"
@@ -421,9 +383,7 @@ async def test_failed_maintenance_job_lets_the_next_one_start(tmp_path: Path) ->
 async def test_job_events_started_progress_finished(tmp_path: Path) -> None:
     """A run is job.started, job.progress, then job.finished with event.duration in ns."""
     async with running(tmp_path) as rig:
-        run = BLOCKING.script("work")
-        rig.submit("work", source="trigger", trigger="work.json", args={"level": 3})
-        await run.started.wait()
+        run = await rig.start("work", source="trigger", trigger="work.json", args={"level": 3})
         run.proceed.set()
         await rig.wait_done("work")
     jobs = [e for e in rig.events if e.action.startswith("job.")]

@@ -6,48 +6,22 @@ import json
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import Doc, ServiceProcess, cli, write_config
-from tests.test_runner import corrupt_db, make_db
-
-Start = Callable[..., ServiceProcess]
-
-
-@pytest.fixture
-def service(service: Start) -> Iterator[Start]:
-    """The conftest ``service``, also stopping each process and closing its pipes at teardown.
-
-    (The conftest fixture leaves the pipes open; their ResourceWarning is an error under
-    ``filterwarnings = error`` and would fail the next test's setup.)
-    """
-    started: list[ServiceProcess] = []
-
-    def start(*args: Any, wait_ready: bool = True, **kwargs: Any) -> ServiceProcess:
-        proc = service(*args, wait_ready=False, **kwargs)
-        started.append(proc)
-        return proc.ready() if wait_ready else proc
-
-    yield start
-    for proc in started:
-        try:
-            proc.stop()
-        except Exception:
-            proc.proc.kill()
-            proc.stop()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-def maint(data_dir: Path) -> Path:
-    return data_dir / "mw" / "data" / "maint"
+from tests.conftest import (
+    Doc,
+    Start,
+    cli,
+    corrupt_db,
+    maint,
+    make_db,
+    write_config,
+)
 
 
 def logs(data_dir: Path) -> Path:

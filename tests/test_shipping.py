@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from asyncinotify import Inotify, Mask
@@ -29,30 +28,6 @@ SHIPPING = DEPLOY / "shipping"
 DEFAULT_LOG_DIR = "/var/log/watcher/"
 DEFAULT_LOG = DEFAULT_LOG_DIR + "watcher.json"
 LONG_MESSAGE = "長い" * 1500  # 9 KB of UTF-8; watcher keeps the first MAX_MESSAGE characters
-
-
-@pytest.fixture
-def service(service: Callable[..., ServiceProcess]) -> Iterator[Callable[..., ServiceProcess]]:
-    """The conftest ``service``, also stopping each process and closing its pipes at teardown.
-
-    (The conftest fixture leaves the pipes open; their ResourceWarning is an error under
-    ``filterwarnings = error`` and would fail a later test.)
-    """
-    started: list[ServiceProcess] = []
-
-    def start(*args: Any, wait_ready: bool = True, **kwargs: Any) -> ServiceProcess:
-        proc = service(*args, wait_ready=False, **kwargs)
-        started.append(proc)
-        return proc.ready() if wait_ready else proc
-
-    yield start
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-        proc.stop()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 def wait_for_file(path: Path, done: Callable[[bytes], bool], timeout: float = WAIT) -> bytes:

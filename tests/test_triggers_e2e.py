@@ -8,16 +8,27 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Doc, ServiceProcess, cli, write_config
+from tests.conftest import (
+    Doc,
+    ServiceProcess,
+    Start,
+    allowed_paths,
+    cli,
+    drop_trigger,
+    maint,
+    ran,
+    stopped_once,
+    toml,
+    write_config,
+)
 from watcher.jobs.manifest import verify_manifest
 
-Start = Callable[..., ServiceProcess]
 Maker = Callable[[Path, Path], str]
 PY = sys.executable
 OLD = 930_000_000  # 1999-06-21, before the archive cut-off used below
@@ -34,55 +45,15 @@ SAD = "import sys; print('partial output'); sys.exit(3)"
 # --- helpers ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def service(service: Start) -> Iterator[Start]:
-    """conftest's ``service``, plus closing each process's pipes at teardown.
-
-    ``ServiceProcess`` never closes its stdout/stderr pipes; with ``filterwarnings = error``
-    the ``ResourceWarning`` then fails whichever later test the garbage collector runs in.
-    """
-    started: list[ServiceProcess] = []
-
-    def start(*args: Any, **kwargs: Any) -> ServiceProcess:
-        proc = service(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        close(proc)
-
-
-def close(svc: ServiceProcess) -> None:
-    """Kill the service if it still runs, collect its output threads, close its pipes."""
-    if svc.proc.poll() is None:
-        svc.proc.kill()
-    svc.stop()
-    for stream in (svc.proc.stdout, svc.proc.stderr):
-        if stream is not None:
-            stream.close()
-
-
 def spool_of(data_dir: Path) -> Path:
     return data_dir / "mw" / "spool"
 
 
-def maint(data_dir: Path) -> Path:
-    return data_dir / "mw" / "data" / "maint"
-
-
-def toml(value: Any) -> str:
-    """A TOML value for a string or a list of strings (JSON spells them the same way)."""
-    return json.dumps(value)
-
-
 def config_file(tmp_path: Path, *, allowed: list[Path] | None = None, extra: str = "") -> Path:
     """A config with the given ``allowed_paths`` and two command jobs, ``hello`` and ``sad``."""
-    lines = ["[trigger]"]
-    if allowed is not None:
-        lines.append(f"allowed_paths = {toml([str(p) for p in allowed])}")
-    lines += [
-        extra,
+    trigger = "[trigger]\n" if allowed is None else allowed_paths(*allowed)
+    lines = [
+        trigger + extra,
         "[[jobs]]",
         'name = "hello"',
         'type = "command"',
@@ -95,23 +66,9 @@ def config_file(tmp_path: Path, *, allowed: list[Path] | None = None, extra: str
     return write_config(tmp_path / "watcher.toml", "\n".join(lines) + "\n")
 
 
-def drop(spool: Path, name: str, body: dict[str, Any] | bytes | None = None) -> Path:
-    """Put a trigger in the spool the way writers should: staged under a dot-name, renamed."""
-    data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
-    staged = spool / f".{name}.staging"
-    staged.write_bytes(data)
-    os.rename(staged, spool / name)
-    return spool / name
-
-
 def about(name: str) -> Callable[[Doc], bool]:
     """Events about the trigger file ``name`` (trigger.* events)."""
     return lambda e: e["watcher"].get("trigger", {}).get("file") == name
-
-
-def ran(name: str) -> Callable[[Doc], bool]:
-    """Job events of the job started by the trigger file ``name``."""
-    return lambda e: e["watcher"].get("job", {}).get("trigger") == name
 
 
 def count(svc: ServiceProcess, action: str, where: Callable[[Doc], bool], after: int = 0) -> int:
@@ -133,7 +90,7 @@ def run_trigger(
 ) -> Doc:
     """Drop a trigger and wait for its job's outcome event."""
     mark = svc.mark()
-    drop(spool, name, body)
+    drop_trigger(spool, name, body)
     return svc.wait_for(outcome, ran(name), after=mark)
 
 
@@ -177,7 +134,7 @@ def directory(spool: Path, _tmp: Path) -> str:
 
 def too_large(spool: Path, _tmp: Path) -> str:
     body = b'{"job": "dbcheck"}'
-    drop(spool, "big.json", body + b" " * (64 * 1024 + 1 - len(body)))
+    drop_trigger(spool, "big.json", body + b" " * (64 * 1024 + 1 - len(body)))
     return "big.json"
 
 
@@ -191,7 +148,7 @@ def foreign_owner(spool: Path, _tmp: Path) -> str:
 
 def json_trigger(name: str, body: dict[str, Any] | bytes) -> Maker:
     def make(spool: Path, _tmp: Path) -> str:
-        drop(spool, name, body)
+        drop_trigger(spool, name, body)
         return name
 
     return make
@@ -199,7 +156,7 @@ def json_trigger(name: str, body: dict[str, Any] | bytes) -> Maker:
 
 def backup_to(name: str, dest: Callable[[Path], str]) -> Maker:
     def make(spool: Path, tmp: Path) -> str:
-        drop(spool, name, {"job": "backup", "args": {"dest": dest(tmp)}})
+        drop_trigger(spool, name, {"job": "backup", "args": {"dest": dest(tmp)}})
         return name
 
     return make
@@ -279,7 +236,7 @@ def test_owner_allowed_by_config(data_dir: Path, tmp_path: Path, service: Start)
     foreign_owner(spool, tmp_path)
     svc.wait_for("job.finished", ran("dbcheck.owned"), after=mark)
     mark = svc.mark()
-    drop(spool, "dbcheck.mine")  # owned by root, which the configured list leaves out
+    drop_trigger(spool, "dbcheck.mine")  # owned by root, which the configured list leaves out
     event = svc.wait_for("trigger.rejected", about("dbcheck.mine"), after=mark)
     assert event["watcher"]["reason"] == "owner"
 
@@ -291,7 +248,7 @@ def test_paths_not_allowed_without_allowed_paths(
     svc = service()
     spool = spool_of(data_dir)
     mark = svc.mark()
-    drop(spool, "r.json", {"job": "restore", "args": {"from": str(tmp_path)}})
+    drop_trigger(spool, "r.json", {"job": "restore", "args": {"from": str(tmp_path)}})
     event = svc.wait_for("trigger.rejected", about("r.json"), after=mark)
     assert event["watcher"]["reason"] == "path_not_allowed"
     assert result(spool, "failed", "r.json", "error")["reason"] == "path_not_allowed"
@@ -313,7 +270,7 @@ def test_configured_max_size(data_dir: Path, tmp_path: Path, service: Start) -> 
     spool = spool_of(data_dir)
     body = b'{"job": "dbcheck"}'
     mark = svc.mark()
-    drop(spool, "big.json", body + b" " * (1025 - len(body)))
+    drop_trigger(spool, "big.json", body + b" " * (1025 - len(body)))
     event = svc.wait_for("trigger.rejected", about("big.json"), after=mark)
     assert event["watcher"]["reason"] == "too_large"
     run_trigger(svc, spool, "fits.json", body + b" " * (1024 - len(body)))
@@ -325,7 +282,7 @@ def test_rejected_name_twice_keeps_both(data_dir: Path, service: Start) -> None:
     spool = spool_of(data_dir)
     for content in (b"{", b"[1]"):
         mark = svc.mark()
-        drop(spool, "twice.json", content)
+        drop_trigger(spool, "twice.json", content)
         svc.wait_for("trigger.rejected", about("twice.json"), after=mark)
     kept = sorted(p.name for p in (spool / "failed").iterdir() if not p.name.endswith(".json"))
     assert len(kept) == 1 and kept[0].startswith("twice.json.")  # the second, renamed
@@ -435,8 +392,7 @@ def test_files_present_at_start_are_taken(data_dir: Path, service: Start) -> Non
 def test_dropped_while_down_runs_exactly_once(data_dir: Path, service: Start) -> None:
     """A trigger dropped while the service is down runs once after start, and never again."""
     spool = spool_of(data_dir)
-    first = service()
-    assert first.stop() == 0
+    first = stopped_once(service)
     (spool / "dbcheck.while-down").write_text("")
     svc = service(wait_ready=False)
     svc.wait_for("job.finished", ran("dbcheck.while-down"))

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -359,30 +358,6 @@ async def test_webhook_from_the_config_file(
         await handler.aclose()
     [seen] = server.requests
     assert seen.headers["x-watcher-signature"] == expected_signature(seen.body)
-
-
-@pytest.fixture
-def service(service: Callable[..., ServiceProcess]) -> Iterator[Callable[..., ServiceProcess]]:
-    """The conftest ``service``, also stopping each process and closing its pipes at teardown.
-
-    (The conftest fixture leaves the pipes open; their ResourceWarning is an error under
-    ``filterwarnings = error`` and would fail a later test.)
-    """
-    started: list[ServiceProcess] = []
-
-    def start(*args: Any, wait_ready: bool = True, **kwargs: Any) -> ServiceProcess:
-        proc = service(*args, wait_ready=False, **kwargs)
-        started.append(proc)
-        return proc.ready() if wait_ready else proc
-
-    yield start
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-        proc.stop()
-        for pipe in (proc.proc.stdout, proc.proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 def test_the_service_signs_with_its_environment_and_reports_rejections(

@@ -99,20 +99,32 @@ class Subscription:
                 bus.settled()
                 await self._wake.wait()
                 continue
-            event = self.queue.popleft()
             self.busy = True
             try:
-                with anyio.fail_after(self.timeout):
-                    await self.handler(event)
-            except TimeoutError:
-                self._failed(bus, event, f"timed out after {self.timeout:g}s")
-            except Exception as exc:
-                if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-                    for callback in bus.on_no_space:
-                        callback()
-                self._failed(bus, event, f"{type(exc).__name__}: {exc}")
+                await self._deliver_queued(bus)
             finally:
                 self.busy = False
+
+    async def _deliver_queued(self, bus: EventBus) -> None:
+        """Deliver what is queued under one cancel scope whose deadline moves per event.
+
+        Entering a scope per event costs more than the rest of delivery together; moving the
+        deadline of one scope is cheap. A timeout ends the scope; the next batch gets a new one.
+        """
+        event: Event | None = None
+        with anyio.CancelScope() as scope:
+            while self.queue:
+                event = self.queue.popleft()
+                scope.deadline = anyio.current_time() + self.timeout
+                try:
+                    await self.handler(event)
+                except Exception as exc:
+                    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+                        for callback in bus.on_no_space:
+                            callback()
+                    self._failed(bus, event, f"{type(exc).__name__}: {exc}")
+        if scope.cancelled_caught and event is not None:
+            self._failed(bus, event, f"timed out after {self.timeout:g}s")
 
     def close(self) -> None:
         """Deliver what is queued, then stop and close the handler."""

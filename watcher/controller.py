@@ -18,7 +18,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.atomic import remove_durably, write_atomic
+import anyio
+
+from watcher.atomic import remove_durably, rewrite_existing, write_atomic
 from watcher.bus import NO_SPACE, EventBus
 from watcher.config import PathsConfig
 from watcher.maintenance import (
@@ -61,6 +63,14 @@ class Controller:
         self._snapshot: dict[str, Any] = {}
         self.on_release: list[Callable[[], None]] = []
         self.on_no_space: list[Callable[[], None]] = []
+        # autoflush: every change is durable before the call returns, and before its events
+        # reach a handler — except inside ``observe(defer=True)`` (see there); ``dirty`` is set
+        # while something waits for ``flush``.
+        self.autoflush = True
+        self.dirty = anyio.Event()
+        self._dirty = False
+        self._durable = True
+        self._file_at_decision = False
 
     # --- state -------------------------------------------------------------------------
 
@@ -73,7 +83,7 @@ class Controller:
     def update(self, **changes: Any) -> None:
         """Change non-hold parts of the state and save it."""
         self.state = replace(self.state, **changes)
-        self._save()
+        self._changed()
 
     @property
     def active(self) -> bool:
@@ -155,25 +165,36 @@ class Controller:
 
     # --- the file ----------------------------------------------------------------------
 
-    def observe(self) -> str:
+    def observe(self, *, defer: bool = False) -> str:
         """Re-read the truth (does the maint file exist?) and act on what others did.
 
-        Returns ``"unchanged"``, ``"adopt"`` or ``"released"``.
+        Returns ``"unchanged"``, ``"adopt"`` or ``"released"``. With ``defer`` (the service's
+        watch), the durable writes wait until ``flush``: what an operator did is already on
+        disk (the file exists, or is gone), so the events can reach handlers first.
         """
+        if not defer:
+            return self._observe()
+        self.autoflush = False
+        try:
+            return self._observe()
+        finally:
+            self.autoflush = True
+
+    def _observe(self) -> str:
         self.expire()
         exists = os.path.lexists(self.paths.maint_file)
         verdict = reconcile(exists, self.state.holds, self.clock())
         if verdict == "adopt" and self._stamp() == self.state.written:
             verdict = "unchanged"  # our own file, which a crash kept us from removing
             self._apply()
-        elif verdict == "released" and self.state.written is None:
+        elif verdict == "released" and self.state.writing:
             verdict = "unchanged"  # never written: a crash came between the intent and the write
             self._apply()
         elif verdict == "unchanged" and exists and self._replaced_by_someone_else():
             verdict = "adopt"
         elif verdict == "unchanged" and not exists and self.state.written is not None:
             self.state = replace(self.state, written=None)  # removed by us; a crash kept the note
-            self._save()
+            self._changed()
         if verdict == "adopt":
             self._adopt()
         elif verdict == "released":
@@ -203,7 +224,7 @@ class Controller:
             ours = False
         if ours:
             self.state = replace(self.state, written=current)
-            self._save()
+            self._changed()
         return not ours
 
     def _adopt(self) -> None:
@@ -258,12 +279,12 @@ class Controller:
                 )
         if self.state.entered_at is not None:
             self._left(now)
-        self._save()
+        self._changed()
         for callback in self.on_release:
             callback()
 
     def _apply(self) -> None:
-        """Make the file match the holds; emit entered/left; save the state."""
+        """Decide from the holds; emit entered/left; have the file and state follow."""
         now = self.clock()
         was_active = self.state.entered_at is not None
         content = decide(self.state.holds, now, self.default_message)
@@ -271,35 +292,87 @@ class Controller:
             # The file we wrote is gone: that is an operator's release, not ours to undo.
             self._released_by_operator()
             return
+        if content is None and was_active:
+            self._left(now)
+        elif content is not None and not was_active:
+            self.state = replace(self.state, entered_at=now)
+            self._refresh_snapshot()
+            self.bus.emit(
+                "maintenance.entered",
+                f"maintenance entered: {content.message}",
+                file=str(self.paths.maint_file),
+            )
+        self._changed()
+
+    def _changed(self) -> None:
+        """The state changed: persist it now, or (service) as soon as handlers had the events."""
+        self._refresh_snapshot()
+        self._dirty = True
+        self._file_at_decision = os.path.lexists(self.paths.maint_file)
+        if self.autoflush:
+            self.flush()
+        else:
+            self.dirty.set()
+
+    def flush(self, *, create: bool = True) -> None:
+        """Make the maint file match the holds and save the state, durably.
+
+        Write-ahead: the state that explains a change (and ``writing``) is saved before the
+        file changes, so a crash at any point leaves what ``observe`` recognises as watcher's
+        own doing. With ``create=False`` (a deferred flush after an observed operator action)
+        the file is only ever updated, never created: if it vanished meanwhile, that is the
+        operator's release, observed now instead of undone. Such a flush also skips fsync:
+        the operator's action is the durable truth, and a restart that lost these writes
+        observes it again and decides the same (fsync under a write burst elsewhere on the
+        disk takes tens of milliseconds, which the next event would otherwise wait for).
+        """
+        if not self._dirty:
+            return
+        self._dirty = False
+        self._durable = create
+        content = decide(self.state.holds, self.clock(), self.default_message)
         if content is None:
             if os.path.lexists(self.paths.maint_file):
-                self._save()  # intent first: a crash before the removal leaves no doubt
-                remove_durably(self.paths.maint_file)
+                foreign = self.state.written is not None and self._stamp() != self.state.written
+                if foreign or not self._file_at_decision:
+                    self._observe()  # someone else's file, made since the decision
+                    return
+                self._save()
+                remove_durably(self.paths.maint_file, durable=self._durable)
             self.state = replace(self.state, written=None)
             self._rendered = None
-            if was_active:
-                self._left(now)
         else:
             rendered = content.render()
             if rendered != self._rendered or self.state.written is None:
-                self._save()  # intent first: the holds that explain the file are on disk
-                self.state = replace(self.state, written=self._write_file(rendered))
+                exists = os.path.lexists(self.paths.maint_file)
+                if not exists and not create:
+                    self._observe()  # removed since the decision: the operator's release
+                    return
+                self.state = replace(self.state, writing=True)
+                self._save()
+                written = self._write_file(rendered, update=exists)
+                self.state = replace(self.state, writing=False)
+                if written is None:
+                    self._observe()  # removed while we wrote: not ours to recreate
+                    return
+                self.state = replace(self.state, written=written)
                 self._rendered = rendered
-            if not was_active:
-                self.state = replace(self.state, entered_at=now)
-                self._refresh_snapshot()
-                self.bus.emit(
-                    "maintenance.entered",
-                    f"maintenance entered: {content.message}",
-                    file=str(self.paths.maint_file),
-                )
         self._save()
 
-    def _write_file(self, rendered: bytes) -> FileStamp:
-        """Write the maint file; on a full disk, an empty file still means maintenance."""
+    def _write_file(self, rendered: bytes, *, update: bool) -> FileStamp | None:
+        """Write the maint file; on a full disk, an empty file still means maintenance.
+
+        An ``update`` of an existing file never recreates it: ``None`` when someone removed
+        it meanwhile.
+        """
         self.paths.maint_file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return FileStamp.of(write_atomic(self.paths.maint_file, rendered))
+            if update:
+                st = rewrite_existing(self.paths.maint_file, rendered, durable=self._durable)
+                return FileStamp.of(st) if st is not None else None
+            return FileStamp.of(
+                write_atomic(self.paths.maint_file, rendered, durable=self._durable)
+            )
         except OSError as exc:
             if exc.errno not in NO_SPACE:
                 raise
@@ -329,12 +402,11 @@ class Controller:
 
     def _save(self) -> None:
         try:
-            self.store.save(self.state)
+            self.store.save(self.state, durable=self._durable)
         except OSError as exc:
             if exc.errno not in NO_SPACE:
                 raise
             self._no_space(exc)  # the maint file is the truth; state catches up when it can
-        self._refresh_snapshot()
 
     def set_holds_interrupted(self, names: set[str]) -> None:
         """Mark job holds as interrupted (a crash cut their job short)."""

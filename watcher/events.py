@@ -37,9 +37,15 @@ class Event:
     fields: Mapping[str, Any] = field(default_factory=dict)
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
     sequence: int = 0
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = ""
     duration_ns: int | None = None
     origin: str | None = None  # the handler an internal event is about (not rendered)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(
+                self, "id", event_id(self.sequence) if self.sequence else str(uuid.uuid4())
+            )
 
     @property
     def severity(self) -> int:
@@ -60,7 +66,22 @@ class Origin:
 
 def rfc3339(moment: datetime) -> str:
     """RFC 3339 UTC with microseconds and ``Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+_ID_PREFIX = uuid.uuid4().hex[:20]  # random per process; the sequence makes each id unique
+
+
+def event_id(sequence: int) -> str:
+    """A version-4-shaped UUID: per-process random bits plus the event's sequence.
+
+    ``uuid.uuid4()`` costs ~3 µs (a third of an event's creation); this costs ~0.3 µs and
+    is as unique: random across processes, sequential within one.
+    """
+    p = _ID_PREFIX
+    return f"{p[:8]}-{p[8:12]}-4{p[12:15]}-8{p[15:18]}-{p[18:20]}{sequence & 0xFFFFFFFFFF:010x}"
 
 
 def to_document(event: Event, origin: Origin) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from watcher import __version__, treewatch
 from watcher.bus import EventBus, Subscription
@@ -148,6 +149,7 @@ class Service:
         if treewatch.wanted(self.bus):
             await tg.start(treewatch.watch_tree, self.config, self.bus)
         tg.start_soon(self.notifier.watchdog, name="watchdog")
+        tg.start_soon(self._persist, name="persist")
         self.bus.emit(
             "service.ready",
             "watcher ready",
@@ -155,6 +157,23 @@ class Service:
         )
         active = "in maintenance" if self.controller.active else "not in maintenance"
         self.notifier.notify("READY=1", f"STATUS=ready, {active}")
+
+    async def _persist(self) -> None:
+        """Flush what an observed operator action left to write, once handlers had the events.
+
+        An operator's ``touch`` or ``rm`` is already on disk; watcher's own follow-up (the
+        state, the maint file rewritten as JSON) takes several fsyncs. Deciding and emitting
+        take well under a millisecond, so the watch observes with ``defer`` and this task —
+        after one checkpoint, which lets the woken handler tasks run — does the writes.
+        """
+        try:
+            while True:
+                await self.controller.dirty.wait()
+                self.controller.dirty = anyio.Event()
+                await anyio.lowlevel.checkpoint()
+                self.controller.flush(create=False)
+        finally:
+            self.controller.flush()
 
     async def _shutdown(self) -> None:
         self._stopping = True
@@ -226,7 +245,7 @@ class Service:
 
     def _maint_dir_changed(self, name: str | None, _complete: bool) -> None:
         if name is None or name == self.config.paths.maint_file.name:
-            self.controller.observe()
+            self.controller.observe(defer=True)
             self._deadline_changed.set()
 
     def _spool_changed(self, name: str | None, complete: bool) -> None:
@@ -244,7 +263,9 @@ class Service:
             request = take(path)
             if request is None:
                 continue
-            answer(path, self._handle_request(request))
+            response = self._handle_request(request)
+            self.controller.flush()  # durable before the CLI is told it is done
+            answer(path, response)
         self._deadline_changed.set()
 
     def _handle_request(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class State:
     disk_armed: bool = True  # False after an operator release, until the disk recovers
     entered_at: datetime | None = None
     written: FileStamp | None = None
+    writing: bool = False  # saved just before watcher writes the maint file (write-ahead)
     planned_until: datetime | None = None  # the scheduler has acted on everything up to here
     jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # last result per job
 
@@ -76,6 +77,7 @@ class State:
                 "disk_armed": self.disk_armed,
                 "entered_at": self.entered_at.isoformat() if self.entered_at else None,
                 "written": self.written.__dict__ if self.written else None,
+                "writing": self.writing,
                 "planned_until": self.planned_until.isoformat() if self.planned_until else None,
                 "jobs": dict(self.jobs),
             },
@@ -99,6 +101,7 @@ class State:
             disk_armed=bool(raw.get("disk_armed", True)),
             entered_at=_when(raw.get("entered_at")),
             written=FileStamp(**written) if written else None,
+            writing=bool(raw.get("writing", False)),
             planned_until=_when(raw.get("planned_until")),
             jobs=raw.get("jobs", {}),
         )
@@ -137,6 +140,6 @@ class StateStore:
         except (ValueError, KeyError, TypeError) as exc:
             return State(), f"state file unreadable: {exc}"
 
-    def save(self, state: State) -> None:
+    def save(self, state: State, *, durable: bool = True) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, state.to_json(), 0o644)
+        write_atomic(self.path, state.to_json(), 0o644, durable=durable)

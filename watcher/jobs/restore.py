@@ -27,8 +27,6 @@ a set but not restored: they are read-only and never change.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import functools
 import os
 import shutil
@@ -41,6 +39,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from watcher.atomic import exchange
 from watcher.jobs.backup import copy_meta, set_path
 from watcher.jobs.base import DataPaths, JobContext, JobFailed, Progress
 from watcher.jobs.manifest import (
@@ -56,10 +55,6 @@ from watcher.jobs.manifest import (
 )
 from watcher.space import require_space
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-
 Undo = list[Callable[[], object]]
 
 
@@ -71,20 +66,6 @@ class _Swap:
     source: Path
     staged: Path
     bak: Path
-
-
-def exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths; ``False`` where the OS or filesystem cannot."""
-    fn = getattr(_LIBC, "renameat2", None)
-    if fn is None:
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
 
 
 def restore(

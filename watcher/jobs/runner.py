@@ -193,6 +193,7 @@ class JobRunner:
                 self.controller.add_hold(
                     Hold("job", request.name, since=started, message=f"job {request.name} running")
                 )
+
             if request.on_start is not None:
                 request.on_start()
             self.bus.emit(
