@@ -150,8 +150,3 @@ def _short(value: Any) -> str:
 def level_at_least(event: Event, minimum: Level) -> bool:
     """Whether ``event`` passes a ``min_level`` filter."""
     return event.severity >= LEVELS[minimum]
-
-
-def as_mapping(fields: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """Fields as given, or an empty mapping."""
-    return fields if fields is not None else {}

@@ -10,7 +10,7 @@ operator's file to adopt, or an operator's release.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -181,7 +181,3 @@ def reconcile(file_exists: bool, holds: Sequence[Hold], now: datetime) -> Observ
 def operator_hold(now: datetime, message: str | None) -> Hold:
     """The manual hold an adopted maint file becomes."""
     return Hold(reason="manual", name="operator", since=now, message=message)
-
-
-def mark_interrupted(hold: Hold) -> Hold:
-    return replace(hold, interrupted=True)

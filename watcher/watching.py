@@ -202,10 +202,3 @@ class FlatWatcher:
     def rearm(self) -> None:
         """Re-arm watches on directories that have (re)appeared; called on every tick."""
         self._arm_all()
-
-
-def watch_mode(configured: str, fstype: str, network: Callable[[str], bool]) -> str:
-    """``native`` or ``poll`` for the configured mode and the data dir's filesystem type."""
-    if configured == "auto":
-        return "poll" if network(fstype) else "native"
-    return configured
