@@ -325,3 +325,54 @@ def test_module_attr_handler_receives_events_in_the_service(
     expected = [a for a in proc.actions() if a.startswith(("service.", "maintenance."))]
     assert received == expected
     assert {"service.ready", "maintenance.entered", "service.stopped"} <= set(received)
+
+
+ENTRY_JOB = '''
+class Hello:
+    maintenance_default = False
+    retry_safe = True
+
+    def check_args(self, args):
+        return dict(args)
+
+    async def run(self, ctx):
+        return {"hello": ctx.name}
+
+
+JOB = Hello()
+'''
+
+
+def test_entry_point_plugins_are_found_by_name(
+    tmp_path: Path, data_dir: Path, service: Callable[..., ServiceProcess]
+) -> None:
+    """Handlers and jobs registered in the ``watcher.handlers``/``watcher.jobs`` entry-point
+    groups of an installed distribution are used by their plain names."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "wtest_ep_plugin.py").write_text(PLUGIN + ENTRY_JOB)
+    dist = site / "wtest_ep_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wtest-ep-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[watcher.handlers]\nactionfile = wtest_ep_plugin:ActionFile\n\n"
+        "[watcher.jobs]\nhello = wtest_ep_plugin:JOB\n"
+    )
+    out = tmp_path / "actions"
+    cfg = write_config(
+        tmp_path / "watcher.toml",
+        '[[handlers]]\ntype = "log"\n'
+        f'[[handlers]]\ntype = "actionfile"\npath = "{out}"\nevents = ["job.*"]\n'
+        '[[jobs]]\nname = "greet"\ntype = "hello"\n',
+    )
+    path = [str(site), os.environ.get("PYTHONPATH", "")]
+    env = {"PYTHONPATH": os.pathsep.join(p for p in path if p)}
+    assert cli("config", "check", config=cfg, data_dir=data_dir, env=env).returncode == 0
+    missing = cli("config", "check", config=cfg, data_dir=data_dir)
+    assert missing.returncode == 2
+    assert "no watcher.handlers plugin named 'actionfile'" in missing.stderr
+    proc = service(cfg, env=env)
+    assert cli("trigger", "greet", data_dir=data_dir, config=cfg, env=env).returncode == 0
+    proc.wait_for("job.finished", lambda e: e["watcher"]["result"] == {"hello": "greet"})
+    assert proc.stop() == 0
+    assert out.read_text().splitlines()[:2] == ["job.started", "job.finished"]

@@ -3,8 +3,10 @@
 The process starts in a new session, so it leads its own process group and everything it
 starts stays in that group. Its environment is watcher's, plus the context's ``env``, plus
 the job's ``env`` argument, plus ``WATCHER_JOB_NAME``, ``WATCHER_JOB_TYPE``,
-``WATCHER_DATA_DIR`` and ``WATCHER_JOB_ARGS`` (the normalised arguments as JSON). Standard
-input is ``/dev/null``; the last 64 KiB of standard output and of standard error are kept.
+``WATCHER_DATA_DIR`` and ``WATCHER_JOB_ARGS`` (the normalised arguments as JSON); the
+runner adds ``WATCHER_JOB_SOURCE`` (schedule, trigger) and ``WATCHER_TRIGGER`` (the trigger
+file's name, or empty). Standard input is ``/dev/null``; the last 64 KiB of standard output
+and of standard error are kept.
 
 On timeout, cancellation (``ctx.cancelled`` or the task's cancel scope) the whole group gets
 SIGTERM, then SIGKILL if anything in it is still running ``kill_grace`` seconds later.

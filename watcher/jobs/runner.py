@@ -359,7 +359,7 @@ class JobRunner:
             args=request.args,
             progress=progress,
             now=lambda: self.clock().astimezone(self.config.tz),
-            env={"WATCHER_JOB_SOURCE": request.source},
+            env={"WATCHER_JOB_SOURCE": request.source, "WATCHER_TRIGGER": request.trigger or ""},
         )
 
 
