@@ -377,3 +377,42 @@ def test_no_reminder_while_ok(tmp_path: Path, clock: Clock) -> None:
             rig.feed(900)
     assert events == []
 
+
+
+def restarted(rig: Rig) -> Rig:
+    """A new guard and controller on the same data directory, as after a service restart."""
+    return Rig(rig.data_dir, rig.config)
+
+
+def test_a_carried_over_disk_hold_is_released_when_the_disk_has_recovered(rig: Rig) -> None:
+    """A disk hold persisted across a restart goes at the first sample of a recovered disk."""
+    rig.feed(80, 80)
+    assert rig.holds() == [("disk", "space")]
+    after = restarted(rig)
+    assert after.holds() == [("disk", "space")]
+    after.feed(600)
+    assert after.holds() == []
+    assert not after.maint_file.exists()
+
+
+def test_a_carried_over_disk_hold_stays_while_the_disk_is_still_low(rig: Rig) -> None:
+    """A disk hold persisted across a restart stays while the disk is still low, and is left
+    by hysteresis as usual."""
+    rig.feed(80, 80)
+    after = restarted(rig)
+    after.feed(80, 150)  # back above maintenance, but not above warn: still held
+    assert after.holds() == [("disk", "space")]
+    after.feed(220)
+    assert after.holds() == []
+
+
+def test_an_operator_release_is_not_undone_by_a_restart_while_still_low(rig: Rig) -> None:
+    """After an operator release and a restart, a disk that never recovered is not held again."""
+    rig.feed(80, 80)
+    assert rig.operator_release() == "released"
+    after = restarted(rig)
+    with capture_events(after.bus) as events:
+        after.feed(80, 80, 80)
+    assert after.holds() == []
+    assert not after.maint_file.exists()
+    assert "maintenance.hold_added" not in actions(events)

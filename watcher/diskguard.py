@@ -9,7 +9,8 @@ operator release the hold re-arms only once the disk has recovered (DESIGN §3).
 
 A local filesystem is sampled directly on the service's tick (``statvfs`` returns at
 once); a network or FUSE filesystem is sampled in a worker thread with a timeout, and a
-sample that times out is a ``disk.timeout`` event.
+sample that times out — or any sample that fails (the data dir gone, ESTALE) — is a
+``disk.unavailable`` event, once per outage, and the guard tries again on the next tick.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from watcher.disk import (
     Thresholds,
     filesystem_type,
     is_network_fs,
+    raw_level,
     reminder_due,
     sample,
     sample_with_timeout,
@@ -70,43 +72,70 @@ class DiskGuard:
         self.reading: Reading | None = None
         self._last_event = time.monotonic()
         self._in_flight = threading.Lock()
+        self._unavailable: str | None = None
+        self.first = True
 
     def tick(self) -> None:
         """Sample now (local filesystems) and act on the reading."""
-        self.apply(sample(self.path))
-
-    async def sample_async(self) -> None:
-        """Sample off the event loop with a timeout (network filesystems)."""
-        reading = await sample_with_timeout(
-            self.path, self.config().disk.timeout, in_flight=self._in_flight
-        )
-        if reading is None:
-            self.bus.emit(
-                "disk.timeout",
-                f"sampling {self.path} ({self.fstype}) timed out",
-                level="warning",
-                disk={"path": str(self.path), "fstype": self.fstype},
-            )
+        try:
+            reading = sample(self.path)
+        except OSError as exc:  # the data dir vanished, ESTALE, EIO: say so, try again later
+            self._cannot_sample(f"{exc.strerror or exc}")
             return
         self.apply(reading)
 
+    async def sample_async(self) -> None:
+        """Sample off the event loop with a timeout (network filesystems)."""
+        try:
+            reading = await sample_with_timeout(
+                self.path, self.config().disk.timeout, in_flight=self._in_flight
+            )
+        except OSError as exc:
+            self._cannot_sample(f"{exc.strerror or exc}")
+            return
+        if reading is None:
+            self._cannot_sample(f"timed out after {self.config().disk.timeout:g}s")
+            return
+        self.apply(reading)
+
+    def _cannot_sample(self, reason: str) -> None:
+        """``disk.unavailable`` once per outage (and again at the reminder interval)."""
+        now = time.monotonic()
+        if self._unavailable == reason and now - self._last_event < self.config().disk.reminder:
+            return
+        self._unavailable, self._last_event = reason, now
+        self.bus.emit(
+            "disk.unavailable",
+            f"cannot sample {self.path} ({self.fstype}): {reason}",
+            level="error",
+            disk={"path": str(self.path), "fstype": self.fstype},
+            reason=reason,
+        )
+
     def apply(self, reading: Reading) -> None:
-        """Feed one reading through the level logic; emit and hold as it says."""
+        """Feed one reading through the level logic; emit and hold as it says.
+
+        The first reading also settles what a restart carried over: a disk hold, or an
+        operator's release. A recovered disk releases the hold and re-arms; a disk still low
+        keeps the hold (the guard starts at that level, to be left by hysteresis) or stays
+        released. Otherwise levels are entered with the usual debounce.
+        """
         self.reading = reading
+        self._unavailable = None
         thresholds = thresholds_of(self.config())
+        if self.first:
+            self.first = False
+            level = raw_level(reading, thresholds)
+            if level in ("ok", "warn"):
+                self._hold(level)
+            elif self.controller.hold("disk", "space") is not None:
+                self.state = GuardState(level=level)
+                return
         self.state, changed = step(self.state, reading, thresholds)
         now = time.monotonic()
         if changed is not None:
-            self._last_event = now
-            self.bus.emit(
-                f"disk.{changed}",
-                f"disk {changed}: {_human(reading.free)} free of {_human(reading.total)}",
-                level=_EVENT_LEVEL[changed],
-                disk=self.fields(reading, thresholds),
-            )
+            self._emit_level(changed, reading, thresholds)
             self._hold(changed)
-        elif self.state.level in ("ok", "warn") and not self.controller.state.disk_armed:
-            self.controller.update(disk_armed=True)  # recovered (also across a restart)
         elif reminder_due(self.state.level, self._last_event, now, self.config().disk.reminder):
             self._last_event = now
             self.bus.emit(
@@ -115,6 +144,15 @@ class DiskGuard:
                 level=_EVENT_LEVEL[self.state.level],
                 disk=self.fields(reading, thresholds),
             )
+
+    def _emit_level(self, level: str, reading: Reading, thresholds: Thresholds) -> None:
+        self._last_event = time.monotonic()
+        self.bus.emit(
+            f"disk.{level}",
+            f"disk {level}: {_human(reading.free)} free of {_human(reading.total)}",
+            level=_EVENT_LEVEL[level],
+            disk=self.fields(reading, thresholds),
+        )
 
     def _hold(self, level: str) -> None:
         if level in ("maintenance", "critical"):
