@@ -66,6 +66,16 @@ MISTAKES: dict[str, tuple[str, str, str]] = {
         "jobs[0].at",
         "granularity",
     ),
+    "window with no days": (
+        HEAD + window("02:00", "03:00") + "days = []\n",
+        "maintenance.windows[0].days",
+        "no days given",
+    ),
+    "job with no days": (
+        HEAD + '[[jobs]]\nname = "check"\ntype = "dbcheck"\nat = "03:30"\ndays = []\n',
+        "jobs[0].days",
+        "no days given",
+    ),
     "window end equals start": (
         HEAD + window("02:00", "02:00"),
         "maintenance.windows[0].end",

@@ -530,6 +530,9 @@ def corrupt_state_cases() -> list[Any]:
         ),
         pytest.param(b'{"holds": [{"reason": "manual"}]}', id="missing keys"),
         pytest.param(b'{"written": {"nope": 1}}', id="bad stamp"),
+        pytest.param(b'{"manual_windows": [{"start": 120, "end": 120}]}', id="empty window"),
+        pytest.param(b'{"manual_windows": [{"start": 120, "end": 99999}]}', id="window past day"),
+        pytest.param(b'{"jobs": []}', id="jobs not an object"),
     ]
 
 

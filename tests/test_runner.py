@@ -476,3 +476,34 @@ async def test_dbcheck_failure_keeps_its_reason(tmp_path: Path) -> None:
         [failed] = rig.of("job.failed", "dbcheck")
         assert failed.fields["reason"] == "data_missing"
         assert rig.job_holds() == [] and not rig.maint_file.exists()
+
+
+class OddResultJob:
+    """A plugin job whose result is not plain JSON (a set, a path)."""
+
+    maintenance_default = False
+    retry_safe = True
+
+    def check_args(self, args: Any) -> Any:
+        return dict(args)
+
+    async def run(self, ctx: Any) -> Any:
+        return {"files": {"a"}, "where": Path("/srv/app"), "output": "x" * 70_000}
+
+
+ODD = OddResultJob()
+
+
+@pytest.mark.asyncio
+async def test_a_plugin_result_that_is_not_json_is_kept_as_text(tmp_path: Path) -> None:
+    """A job result with sets or paths is reported and recorded as JSON text, and the state
+    keeps only a short tail of long output."""
+    async with running(tmp_path) as rig:
+        rig.submit_request(JobRequest(name="odd", type="tests.test_runner:ODD", maintenance=False))
+        outcome = await rig.wait_done("odd")
+        assert outcome.status == "finished"
+        assert outcome.result["where"] == "/srv/app"
+        [finished] = rig.of("job.finished", "odd")
+        assert finished.fields["result"]["where"] == "/srv/app"
+        last = rig.controller.state.jobs["odd"]
+        assert len(last["result"]["output"]) == 500

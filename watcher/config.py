@@ -265,6 +265,13 @@ def _choice(*options: str) -> Callable[[Any], Any]:
     return convert
 
 
+def _weekdays(value: Any) -> frozenset[int]:
+    days = frozenset(parse_weekday(d) for d in _strings(value))
+    if not days:
+        raise ValueError("no days given, so it would never run; leave days out for every day")
+    return days
+
+
 def _positive_duration(value: Any) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:
@@ -334,7 +341,7 @@ def _window(raw: object, key: str, granularity: int, out: _Collector) -> WindowC
         if not section.has(part):
             out.add(section.key(part), 'missing; use "HH:MM"')
     message = section.get("message", _string, None)
-    days = section.get("days", lambda v: frozenset(parse_weekday(d) for d in _strings(v)), None)
+    days = section.get("days", _weekdays, None)
     section.finish()
     if start >= 0 and start == end:
         out.add(section.key("end"), "equals start; a window cannot be empty")
@@ -436,7 +443,7 @@ def _job(raw: object, key: str, granularity: int, out: _Collector) -> JobConfig 
     if not name:
         out.add(section.key("name"), "every job needs a name")
     at = section.get("at", lambda v: parse_time_of_day(v, granularity), None)
-    days = section.get("days", lambda v: frozenset(parse_weekday(d) for d in _strings(v)), None)
+    days = section.get("days", _weekdays, None)
     job = JobConfig(
         name=name,
         type=job_type,

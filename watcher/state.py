@@ -92,10 +92,7 @@ class State:
         written = raw.get("written")
         return cls(
             holds=tuple(Hold.from_dict(h) for h in raw.get("holds", [])),
-            manual_windows=tuple(
-                ManualWindow(int(w["start"]), int(w["end"]), w.get("message"))
-                for w in raw.get("manual_windows", [])
-            ),
+            manual_windows=tuple(_manual_window(w) for w in raw.get("manual_windows", [])),
             skipped=tuple(raw.get("skipped", [])),
             fired=tuple(raw.get("fired", [])),
             disk_armed=bool(raw.get("disk_armed", True)),
@@ -103,8 +100,22 @@ class State:
             written=FileStamp(**written) if written else None,
             writing=bool(raw.get("writing", False)),
             planned_until=_when(raw.get("planned_until")),
-            jobs=raw.get("jobs", {}),
+            jobs=_jobs(raw.get("jobs", {})),
         )
+
+
+def _manual_window(raw: Any) -> ManualWindow:
+    start, end = int(raw["start"]), int(raw["end"])
+    if not (0 <= start < 1440 and 0 <= end < 1440) or start == end:
+        raise ValueError(f"manual window {start}-{end} is not a window of the day")
+    message = raw.get("message")
+    return ManualWindow(start, end, str(message) if message is not None else None)
+
+
+def _jobs(raw: Any) -> dict[str, Mapping[str, Any]]:
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ValueError("jobs is not an object of job results")
+    return raw
 
 
 def _when(value: Any) -> datetime | None:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+import orjson
 from anyio.abc import TaskGroup, TaskStatus
 
 from watcher.bus import EventBus
@@ -208,7 +209,7 @@ class JobRunner:
                     result = await _cancellable(job_type(request.type), ctx)
             except TimeoutError:
                 raise JobFailed("timeout", f"timed out after {request.timeout:g}s") from None
-            outcome = self._finished(request, started, t0, job_fields, dict(result))
+            outcome = self._finished(request, started, t0, job_fields, _json_safe(result))
         except JobFailed as exc:
             outcome = self._failed(
                 request, started, t0, job_fields, exc.reason, exc.message, exc.details
@@ -244,7 +245,7 @@ class JobRunner:
             self._serial_busy = False
         if outcome is not None:
             self.controller.update(
-                jobs={**self.controller.state.jobs, request.name: outcome.to_dict()}
+                jobs={**self.controller.state.jobs, request.name: _last_result(outcome)}
             )
             if request.on_done is not None:
                 request.on_done(outcome)
@@ -391,12 +392,27 @@ async def _cancellable(job: Job, ctx: JobContext) -> Mapping[str, Any]:
     return result
 
 
-def _loggable(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Values safe to put in an event (paths as strings, long text cut)."""
+def _last_result(outcome: JobOutcome) -> dict[str, Any]:
+    """What the state keeps of a run for ``watcher jobs``: short (it is rewritten often)."""
+    return {**outcome.to_dict(), "result": _loggable(outcome.result, longest=500)}
+
+
+def _json_safe(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's result as plain JSON data (a plugin may return sets, paths, dates …)."""
+    try:
+        safe = orjson.loads(orjson.dumps(dict(result), default=str))
+    except (TypeError, orjson.JSONEncodeError):
+        return {"result": str(result)}
+    return safe if isinstance(safe, dict) else {"result": safe}
+
+
+def _loggable(values: Mapping[str, Any], longest: int = 2000) -> dict[str, Any]:
+    """Values safe to put in an event or the state (paths as strings, long text cut to the
+    last ``longest`` characters: a command's output tail)."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, str) and len(value) > 2000:
-            value = value[-2000:]
+        if isinstance(value, str) and len(value) > longest:
+            value = value[-longest:]
         out[key] = (
             value
             if isinstance(value, str | int | float | bool | list | dict) or value is None
