@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import WAIT, Doc, ServiceProcess, cli, toml, write_config
+from tests.conftest import WAIT, Doc, ServiceProcess, cli, eventually, toml, write_config
+from watcher.lock import running_pid
 
 
 def failed_on(action: str, reason: str) -> Callable[[Doc], bool]:
@@ -41,9 +44,9 @@ def test_broken_command_handlers_do_not_stop_the_others(
         '[[handlers]]\ntype = "log"\n'
         f'[[handlers]]\ntype = "log"\ntarget = "{log}"\n'
         '[[handlers]]\ntype = "command"\nevents = ["maintenance.*"]\n'
-        f'argv = {toml(failing)}\n'
+        f"argv = {toml(failing)}\n"
         '[[handlers]]\ntype = "command"\nevents = ["maintenance.*"]\ntimeout = "1s"\n'
-        f'argv = {toml(hanging)}\n',
+        f"argv = {toml(hanging)}\n",
     )
     proc = service(cfg)
     assert cli("enter", data_dir=data_dir).returncode == 0
@@ -90,7 +93,7 @@ def test_signal_stops_cleanly(
 @pytest.mark.parametrize(
     ("broken", "problem"),
     [
-        ('[disk]\nfoo = 1\n', ": disk.foo: unknown key"),
+        ("[disk]\nfoo = 1\n", ": disk.foo: unknown key"),
         ("[disk\n", ": (syntax):"),
     ],
     ids=["unknown-key", "syntax-error"],
@@ -164,8 +167,10 @@ def test_systemd_notify_ready_status_and_watchdog(
 
         proc = service(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"})
         messages = receive_until(
-            lambda got: any("READY=1" in m for m in got)
-            and sum(m.split("\n").count("WATCHDOG=1") for m in got) >= 3
+            lambda got: (
+                any("READY=1" in m for m in got)
+                and sum(m.split("\n").count("WATCHDOG=1") for m in got) >= 3
+            )
         )
         (ready,) = [m.split("\n") for m in messages if "READY=1" in m]
         assert any(line.startswith("STATUS=") for line in ready)
@@ -179,3 +184,45 @@ def test_python_dash_m_watcher_version() -> None:
     result = cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == "watcher 0.1.0"
+
+
+def test_a_stalled_stdout_reader_never_stalls_the_service(data_dir: Path, tmp_path: Path) -> None:
+    """With nobody reading its stdout pipe, the service still carries out requests (the log
+    handler waits for the pipe, not the event loop) and stops on SIGTERM."""
+    err = (tmp_path / "stderr").open("wb")
+    config = write_config(
+        tmp_path / "watcher.toml",
+        '[service]\nshutdown_timeout = "2s"\n[[handlers]]\ntype = "log"\ntimeout = "1s"\n',
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "watcher",
+            "run",
+            "--data-dir",
+            str(data_dir),
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,  # never read: the pipe fills up (64 KiB)
+        stderr=err,
+        env={**os.environ, "WATCHER_CONFIG": ""},
+    )
+    try:
+        eventually(lambda: running_pid(data_dir / "mw" / "watcher" / "lock"))
+        message = "m" * 400  # every event carries it three times: the pipe fills in a few rounds
+        for _ in range(40):
+            for verb in (["enter", "-m", message], ["leave"]):
+                done = cli(*verb, data_dir=data_dir, config=config)
+                assert done.returncode == 0, done.stderr
+                assert "through the running service" in done.stdout
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0  # handlers are flushed for at most shutdown_timeout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+        err.close()

@@ -4,12 +4,20 @@ Writes go straight to the file descriptor with one ``os.write`` per event, so a
 line is never torn and a log shipper tailing the file sees whole lines. A file target
 is opened in append mode and reopened by ``reopen()`` (SIGHUP), so rotation by rename
 loses nothing: lines go to the old file until the reopen, then to the new one.
+
+A pipe (stdout read by journald, a shell pipe) is made non-blocking: when its reader
+stalls, the handler waits for the pipe to drain without holding the event loop, and the
+bus's per-event timeout turns a reader that never comes back into ``handler.failed``
+instead of a frozen service. A line of up to ``PIPE_BUF`` (4 KiB) is still written whole.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
+
+import anyio
 
 from watcher.config import HandlerConfig
 from watcher.events import Event, Origin, render_console, render_json
@@ -32,6 +40,8 @@ class LogHandler:
     def _open(self) -> None:
         if self.target == "stdout":
             self.fd = sys.stdout.fileno()
+            if stat.S_ISFIFO(os.fstat(self.fd).st_mode):
+                os.set_blocking(self.fd, False)
         else:
             self.fd = os.open(
                 self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
@@ -45,7 +55,11 @@ class LogHandler:
     async def __call__(self, event: Event) -> None:
         line = self.render(event)
         while line:
-            written = os.write(self.fd, line)
+            try:
+                written = os.write(self.fd, line)
+            except BlockingIOError:
+                await anyio.wait_writable(self.fd)
+                continue
             line = line[written:]
 
     def reopen(self) -> None:
