@@ -61,6 +61,24 @@ def rewrite_existing(
             os.unlink(tmp)  # after an exchange: the old version
 
 
+def create_new(
+    path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True
+) -> os.stat_result | None:
+    """Create ``path`` with ``data``, complete from its first instant, unless it exists:
+    ``None`` when someone else created it meanwhile (their file is left as it is)."""
+    tmp, stat = _write_temp(path, data, mode, durable)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    if durable:
+        fsync_dir(path.parent)
+    return stat
+
+
 def _write_temp(path: Path, data: bytes, mode: int, durable: bool) -> tuple[Path, os.stat_result]:
     """The data in a temp file beside ``path``; never left behind when writing fails (it
     would take space on a full disk)."""

@@ -235,12 +235,20 @@ class EventBus:
         for sub in self.subscriptions:
             await _close_handler(sub)
 
-    def reopen(self) -> None:
-        """Ask every handler that can (log files) to reopen its output, e.g. after rotation."""
+    def reopen(self) -> list[str]:
+        """Ask every handler that can (log files) to reopen its output, e.g. after rotation.
+
+        Returns the problems of those that could not (they keep their old output)."""
+        problems = []
         for sub in self.subscriptions:
             reopen = getattr(sub.handler, "reopen", None)
-            if reopen is not None:
+            if reopen is None:
+                continue
+            try:
                 reopen()
+            except Exception as exc:
+                problems.append(f"{sub.name}: {type(exc).__name__}: {exc}")
+        return problems
 
     async def _report_drops(self) -> None:
         while True:

@@ -13,14 +13,16 @@ recorded when it wrote it, never by timing.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
 
-from watcher.atomic import remove_durably, rewrite_existing, write_atomic
+from watcher.atomic import create_new, remove_durably, rewrite_existing
 from watcher.bus import NO_SPACE, EventBus
 from watcher.config import PathsConfig
 from watcher.maintenance import (
@@ -219,7 +221,9 @@ class Controller:
             return False
         content = decide(self.state.holds, self.clock(), self.default_message)
         try:
-            ours = content is not None and self.paths.maint_file.read_bytes() == content.render()
+            ours = (
+                content is not None and read_small_file(self.paths.maint_file) == content.render()
+            )
         except OSError:
             ours = False
         if ours:
@@ -228,11 +232,7 @@ class Controller:
         return not ours
 
     def _adopt(self) -> None:
-        try:
-            content = self.paths.maint_file.read_bytes()[:65536]
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            content = b""
-        message = message_from_file(content)
+        message = message_from_file(read_small_file(self.paths.maint_file))
         hold = operator_hold(self.clock(), message)
         self.bus.emit(
             "maintenance.adopted",
@@ -352,8 +352,11 @@ class Controller:
                 self._save()
                 written = self._write_file(rendered, update=exists)
                 self.state = replace(self.state, writing=False)
-                if written is None:
-                    self._observe()  # removed while we wrote: not ours to recreate
+                if written is None:  # someone else got there while we wrote
+                    if os.path.lexists(self.paths.maint_file):
+                        self._adopt()  # created meanwhile: an operator's file
+                    else:
+                        self._observe()  # removed meanwhile: not ours to recreate
                     return
                 self.state = replace(self.state, written=written)
                 self._rendered = rendered
@@ -362,17 +365,16 @@ class Controller:
     def _write_file(self, rendered: bytes, *, update: bool) -> FileStamp | None:
         """Write the maint file; on a full disk, an empty file still means maintenance.
 
-        An ``update`` of an existing file never recreates it: ``None`` when someone removed
-        it meanwhile.
+        An ``update`` of an existing file never recreates it, and creating never overwrites
+        one: ``None`` when someone removed or created it meanwhile.
         """
         self.paths.maint_file.parent.mkdir(parents=True, exist_ok=True)
         try:
             if update:
                 st = rewrite_existing(self.paths.maint_file, rendered, durable=self._durable)
                 return FileStamp.of(st) if st is not None else None
-            return FileStamp.of(
-                write_atomic(self.paths.maint_file, rendered, durable=self._durable)
-            )
+            st = create_new(self.paths.maint_file, rendered, durable=self._durable)
+            return FileStamp.of(st) if st is not None else None
         except OSError as exc:
             if exc.errno not in NO_SPACE:
                 raise
@@ -416,3 +418,20 @@ class Controller:
         )
         self.state = replace(self.state, holds=holds)
         self._apply()
+
+
+def read_small_file(path: Path, limit: int = 65536) -> bytes:
+    """At most ``limit`` bytes of a regular file, without ever blocking: a FIFO, a device or
+    a symlink to one (``/dev/zero``) reads as empty — it still means maintenance."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.read(fd, limit)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)

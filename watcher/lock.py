@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from pathlib import Path
 
 
@@ -29,14 +30,22 @@ class InstanceLock:
         self.path = path
         self.fd: int | None = None
 
-    def acquire(self, *, record_pid: bool = True) -> None:
+    def acquire(self, *, record_pid: bool = True, patience: float = 0.0) -> None:
+        """Take the lock; ``patience`` seconds of retrying ride out a CLI command that holds
+        it for a moment (``status``, or ``enter`` while the service is down)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(self.path, read_pid(self.path)) from None
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                os.close(fd)
+                raise AlreadyRunning(self.path, read_pid(self.path)) from None
         if record_pid:
             try:
                 os.ftruncate(fd, 0)

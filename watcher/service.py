@@ -83,15 +83,11 @@ class Service:
 
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code. Raises ``AlreadyRunning``."""
-        self.lock.acquire()
+        self.lock.acquire(patience=1.0)
         try:
             self._prepare_directories()
-            for i, handler_config in enumerate(self.config.handlers):
-                try:
-                    self.bus.subscribe(self._subscription(i, handler_config))
-                except (ValueError, OSError) as exc:
-                    source = str(self.config.source or "(no config file)")
-                    raise ConfigError([Problem(source, f"handlers[{i}]", str(exc))]) from None
+            for subscription in self._subscriptions(self.config):
+                self.bus.subscribe(subscription)
             async with anyio.create_task_group() as tg:
                 await tg.start(self.bus.run)
                 await self._startup(tg)
@@ -111,6 +107,21 @@ class Service:
         paths = self.config.paths
         for directory in (paths.state, paths.spool, control_dir(paths.spool)):
             directory.mkdir(parents=True, exist_ok=True)
+
+    def _subscriptions(self, config: Config) -> list[Subscription]:
+        """Every configured handler, built; a handler that cannot be built is a config error
+        naming it (whatever its constructor raised: plugins are not ours to trust)."""
+        built = []
+        for i, handler_config in enumerate(config.handlers):
+            try:
+                built.append(self._subscription(i, handler_config))
+            except Exception as exc:
+                source = str(config.source or "(no config file)")
+                reason = (
+                    f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+                )
+                raise ConfigError([Problem(source, f"handlers[{i}]", reason)]) from None
+        return built
 
     def _subscription(self, index: int, handler_config: Any) -> Subscription:
         return Subscription(
@@ -187,12 +198,19 @@ class Service:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    self.bus.reopen()
+                    self._reopen()
                     self.reload()
                 elif self._stop.is_set() and signum == signal.SIGINT:
                     os._exit(130)  # a second Ctrl-C: the operator wants out now
                 else:
                     self._stop.set()
+
+    def _reopen(self) -> None:
+        """Reopen log files (rotation); a handler that cannot is reported, not fatal."""
+        for problem in self.bus.reopen():
+            self.bus.emit(
+                "handler.failed", f"reopening failed: {problem}", level="error", reason=problem
+            )
 
     # --- reading the truth -------------------------------------------------------------
 
@@ -288,6 +306,8 @@ class Service:
                 return {"ok": False, "message": f"unknown request {op!r}"}
         except RequestError as exc:
             return {"ok": False, "message": str(exc)}
+        except Exception as exc:  # a request must never take the service down
+            return {"ok": False, "message": f"request failed: {type(exc).__name__}: {exc}"}
         return {"ok": True, "message": message, "active": self.controller.active}
 
     async def _deadlines(self) -> None:
@@ -306,6 +326,9 @@ class Service:
         """Validate and apply the config file again; on error ``config.rejected``, ``False``."""
         try:
             new = load_config(self.config.source, self.data_dir_override)
+            if new.paths != self.config.paths:
+                raise ConfigError([Problem(str(new.source), "paths", "cannot change on reload")])
+            subscriptions = self._subscriptions(new)
         except ConfigError as exc:
             self.bus.emit(
                 "config.rejected",
@@ -314,28 +337,11 @@ class Service:
                 problems=[str(p) for p in exc.problems],
             )
             return False
-        if new.paths != self.config.paths:
-            self.bus.emit(
-                "config.rejected",
-                "paths and data_dir cannot change on reload; restart the service",
-                level="error",
-                problems=["paths: changed"],
-            )
-            return False
+        # Everything is built and valid: only now does anything switch over.
         self.config = new
         self.runner.config = new
         self.controller.default_message = new.maintenance.message
         self.scheduler.poke()
-        try:
-            subscriptions = [self._subscription(i, h) for i, h in enumerate(new.handlers)]
-        except (ValueError, OSError) as exc:
-            self.bus.emit(
-                "config.rejected",
-                "new configuration rejected; the old one stays",
-                level="error",
-                problems=[f"handlers: {exc}"],
-            )
-            return False
         self.bus.replace_subscriptions(subscriptions)
         self.bus.emit("config.reloaded", "configuration reloaded", config=str(new.source))
         return True
