@@ -34,6 +34,7 @@ from watcher.maintenance import Hold
 
 Status = Literal["finished", "failed", "interrupted"]
 PROGRESS_EVERY = 0.5  # seconds between job.progress events of one job
+CANCEL_GRACE = 5.0  # seconds a cancelled job gets to settle at shutdown
 
 
 @dataclass(frozen=True)
@@ -174,12 +175,25 @@ class JobRunner:
                 reason="shutdown",
             )
         self.queue.clear()
+        await self._until_idle(within)
+        if self._tg is not None and self.running:
+            for request in self.running.values():
+                self.bus.emit(
+                    "service.stopping",
+                    f"job {request.name} did not finish within {within:g}s: cancelling it",
+                    level="warning",
+                    job={"name": request.name, "type": request.type},
+                )
+            self._tg.cancel_scope.cancel()
+            # Cancelled jobs settle (job.interrupted, their hold released) before the service
+            # says it stopped; a job in a worker thread stops at its next check.
+            await self._until_idle(CANCEL_GRACE)
+
+    async def _until_idle(self, within: float) -> None:
         with anyio.move_on_after(within):
             while self.running:
                 self._idle = anyio.Event()
                 await self._idle.wait()
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
 
     async def _run_one(self, request: JobRequest) -> None:
         started = self.clock()
