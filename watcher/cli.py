@@ -146,6 +146,8 @@ def cmd_check_db(args: argparse.Namespace) -> int:
     from watcher.jobs.dbcheck import check_databases, format_report
 
     config = _config(args)
+    if not config.paths.data.is_dir():
+        raise CommandError(f"no database directory {config.paths.data}")
     report = check_databases(config.paths.data, optimise=False, maint_file=config.paths.maint_file)
     text = format_report(report)
     if args.output:

@@ -250,6 +250,12 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number ≥ 0, got {value!r}")
+    return value
+
+
 def _strings(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of strings")
@@ -474,7 +480,7 @@ def _handler(raw: object, key: str, out: _Collector) -> HandlerConfig:
         argv=section.get("argv", _strings, d.argv),
         url=section.get("url", _string, d.url),
         secret_env=section.get("secret_env", _string, None),
-        retries=section.get("retries", lambda v: _positive_int(v + 1) - 1, d.retries),
+        retries=section.get("retries", _count, d.retries),
         options={k: v for k, v in section.data.items() if k not in section.seen},
     )
     if kind == "command" and not handler.argv:

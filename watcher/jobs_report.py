@@ -8,18 +8,15 @@ from typing import Any
 
 from watcher.config import Config
 from watcher.jobs import BUILTIN_JOBS
-from watcher.schedule import DailyJob, Window, blocking_window, next_job_time
-from watcher.state import StateStore
+from watcher.schedule import DailyJob, blocking_window, next_job_time
+from watcher.state import StateStore, all_windows
 from watcher.units import format_time_of_day
 
 
 def collect(config: Config, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or datetime.now(UTC)
     state, _ = StateStore(config.paths.state).load_readonly()
-    windows = [
-        Window(w.name, w.start, w.end, w.days, w.message) for w in config.maintenance.windows
-    ]
-    windows += [Window(w.name, w.start, w.end, message=w.message) for w in state.manual_windows]
+    windows = all_windows(config, state)
     rows: list[dict[str, Any]] = []
     for job in config.jobs:
         row: dict[str, Any] = {"name": job.name, "type": job.type, "configured": True}

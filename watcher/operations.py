@@ -19,6 +19,7 @@ from watcher.state import ManualWindow
 from watcher.units import format_time_of_day, parse_duration, parse_time_of_day
 
 CLI_HOLD = "cli"
+MAX_FOR = 366 * 86400.0  # seconds; longer is a typo, not a plan
 MAX_MESSAGE = 500  # characters; the message travels in every event while maintenance lasts
 
 
@@ -67,6 +68,8 @@ def enter(ctl: Controller, request: Mapping[str, Any], tz: ZoneInfo, granularity
     now = ctl.clock()
     message = str(request.get("message") or "")[:MAX_MESSAGE] or None
     if request.get("window"):
+        if request.get("for") or request.get("until"):
+            raise RequestError("--window repeats daily until `leave`: it takes no --for/--until")
         window = replace(parse_window(str(request["window"]), granularity), message=message)
         kept = tuple(
             w for w in ctl.state.manual_windows if (w.start, w.end) != (window.start, window.end)
@@ -77,7 +80,10 @@ def enter(ctl: Controller, request: Mapping[str, Any], tz: ZoneInfo, granularity
     until: datetime | None = None
     if request.get("for"):
         try:
-            until = now + timedelta(seconds=parse_duration(request["for"]))
+            seconds = parse_duration(request["for"])
+            if not 0 < seconds <= MAX_FOR:
+                raise ValueError("must be more than zero and at most a year")
+            until = now + timedelta(seconds=seconds)
         except ValueError as exc:
             raise RequestError(f"--for: {exc}") from None
     elif request.get("until"):

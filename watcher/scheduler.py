@@ -32,6 +32,7 @@ from watcher.schedule import (
     open_occurrences,
     plan,
 )
+from watcher.state import all_windows
 
 MAX_SLEEP = 60.0
 MAX_CATCH_UP = timedelta(days=2)
@@ -41,13 +42,7 @@ REMEMBERED = 256
 
 def windows_of(config: Config, controller: Controller) -> list[Window]:
     """Configured windows and the operator's recurring manual windows."""
-    configured = [
-        Window(w.name, w.start, w.end, w.days, w.message) for w in config.maintenance.windows
-    ]
-    manual = [
-        Window(w.name, w.start, w.end, message=w.message) for w in controller.state.manual_windows
-    ]
-    return configured + manual
+    return all_windows(config, controller.state)
 
 
 def jobs_of(config: Config) -> list[DailyJob]:

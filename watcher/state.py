@@ -18,7 +18,9 @@ from typing import Any
 import orjson
 
 from watcher.atomic import write_atomic
+from watcher.config import Config
 from watcher.maintenance import Hold, aware
+from watcher.schedule import Window
 from watcher.units import format_time_of_day
 
 MAX_REMEMBERED = 256
@@ -154,3 +156,12 @@ class StateStore:
     def save(self, state: State, *, durable: bool = True) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, state.to_json(), 0o644, durable=durable)
+
+
+def all_windows(config: Config, state: State) -> list[Window]:
+    """Configured windows and the operator's recurring manual windows, for the schedule."""
+    configured = [
+        Window(w.name, w.start, w.end, w.days, w.message) for w in config.maintenance.windows
+    ]
+    manual = [Window(w.name, w.start, w.end, message=w.message) for w in state.manual_windows]
+    return configured + manual

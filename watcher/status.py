@@ -8,10 +8,11 @@ from typing import Any
 
 from watcher.config import Config
 from watcher.disk import sample
+from watcher.jobs_report import collect as jobs_report
 from watcher.lock import running_pid
 from watcher.maintenance import active_holds, message_from_file
-from watcher.schedule import Window, next_occurrence
-from watcher.state import StateStore
+from watcher.schedule import next_occurrence
+from watcher.state import StateStore, all_windows
 from watcher.units import format_time_of_day
 
 
@@ -26,10 +27,7 @@ def collect(config: Config) -> dict[str, Any]:
         message = message_from_file(maint.read_bytes()) if exists else None
     except OSError:
         message = None
-    windows = [
-        Window(w.name, w.start, w.end, w.days, w.message) for w in config.maintenance.windows
-    ]
-    windows += [Window(w.name, w.start, w.end, message=w.message) for w in state.manual_windows]
+    windows = all_windows(config, state)
     upcoming = sorted((next_occurrence(w, config.tz, now) for w in windows), key=lambda o: o.start)
     reading = sample(config.data_dir)
     return {
@@ -42,6 +40,11 @@ def collect(config: Config) -> dict[str, Any]:
         if upcoming
         else None,
         "disk": {"free": reading.free, "total": reading.total, "inodes_free": reading.inodes_free},
+        "next_jobs": [
+            {"name": r["name"], "at": r["next_run"], "skipped_by": r["skipped_by"]}
+            for r in sorted(jobs_report(config, now), key=lambda r: r.get("next_run", ""))
+            if "next_run" in r
+        ],
         "service": {"running": pid is not None, "pid": pid if pid and pid > 0 else None},
         "maintenance": {
             "active": exists,
@@ -86,6 +89,9 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"manual window: {w['start']}-{w['end']} daily")
     for w in report["windows"]:
         lines.append(f"window:       {w['name']} {w['start']}-{w['end']}")
+    for job in report["next_jobs"]:
+        skip = f" (skipped: inside window {job['skipped_by']})" if job["skipped_by"] else ""
+        lines.append(f"next job:     {job['name']} {job['at']}{skip}")
     nxt = report["next_window"]
     if nxt:
         lines.append(f"next window:  {nxt['name']} {nxt['start']} – {nxt['end']}")
