@@ -1,8 +1,10 @@
 """Disk guard: the data dir's filesystem level (pure core), and how to sample it (shell).
 
 The core, :func:`raw_level` and :func:`step`, is a function of (state, reading, thresholds)
-with no I/O and no clock. The shell, :func:`sample` and :func:`sample_with_timeout`, reads
-``statvfs`` off the event loop so that a hung network mount cannot hang the service.
+with no I/O and no clock. The shell: :func:`sample` reads ``statvfs`` (the service calls it
+directly for local filesystems, where it returns at once), and :func:`sample_with_timeout`
+runs it in a worker thread with a timeout, so that a hung network mount cannot hang the
+service.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Space accounting shared by the jobs' pre-flight checks and the disk guard's sampler."""
+"""Space accounting for the jobs' pre-flight checks (DESIGN §4 "Space pre-flight")."""
 
 from __future__ import annotations
 

@@ -78,7 +78,9 @@ class Job(Protocol):
 
     #: Whether the job holds maintenance while it runs unless the config says otherwise.
     maintenance_default: bool
-    #: Whether a run interrupted by a crash may simply be run again.
+    #: Whether a run cut short leaves nothing half done. After a crash, a maintenance job that
+    #: is not retry-safe keeps its hold (marked interrupted) only if it moves data (restore,
+    #: archive); re-running a trigger is decided by the config's ``retry_safe`` alone.
     retry_safe: bool
 
     def check_args(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
