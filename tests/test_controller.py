@@ -127,6 +127,7 @@ def fs_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]
     calls: list[tuple[str, str]] = []
     fds: dict[int, str] = {}
     real_open, real_fsync, real_rename, real_unlink = os.open, os.fsync, os.rename, os.unlink
+    real_link = os.link
 
     def spy_open(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
         fd = real_open(path, flags, mode, **kw)
@@ -142,6 +143,10 @@ def fs_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]
         calls.append(("rename", f"{src} -> {dst}"))
         real_rename(src, dst, **kw)
 
+    def spy_link(src: Any, dst: Any, **kw: Any) -> None:
+        calls.append(("link", f"{src} -> {dst}"))
+        real_link(src, dst, **kw)
+
     def spy_unlink(path: Any, **kw: Any) -> None:
         calls.append(("unlink", str(path)))
         real_unlink(path, **kw)
@@ -150,17 +155,19 @@ def fs_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]
     monkeypatch.setattr(os, "fsync", spy_fsync)
     monkeypatch.setattr(os, "rename", spy_rename)
     monkeypatch.setattr(os, "unlink", spy_unlink)
+    monkeypatch.setattr(os, "link", spy_link)
     yield calls
 
 
 def test_file_is_written_and_removed_atomically(
     ctl: Controller, paths: PathsConfig, fs_calls: list[tuple[str, str]]
 ) -> None:
-    """The file is written via temp file in its dir, fsync, rename, fsync dir; removed likewise."""
+    """The file is written via temp file in its dir, fsync, then published whole (a hard link
+    when creating it, which never overwrites someone else's file), fsync dir; removed likewise."""
     maint = str(paths.maint_file)
     directory = str(paths.maint_file.parent)
     ctl.add_hold(manual(T0))
-    renames = [c for c in fs_calls if c[0] == "rename" and c[1].endswith(f"-> {maint}")]
+    renames = [c for c in fs_calls if c[0] == "link" and c[1].endswith(f"-> {maint}")]
     assert len(renames) == 1
     tmp = renames[0][1].split(" -> ")[0]
     assert Path(tmp).parent == paths.maint_file.parent

@@ -23,6 +23,7 @@ from watcher.jobs.dbcheck import (
     format_report,
     write_logs,
 )
+from watcher.jobs.sqlitefiles import interrupt_on, is_database, is_side_file
 
 SQLITE_CLI = "/usr/bin/sqlite3"
 TZ = timezone(timedelta(hours=9))
@@ -241,6 +242,103 @@ def test_cancel_interrupts_optimisation(data: Path) -> None:
     assert report.cancelled and db.ok and not db.vacuumed
     assert db.error == "optimisation failed: interrupted"
     assert check_databases(data, optimise=False).corrupt == ()
+
+
+class CancelOnceStarted(threading.Event):
+    """A cancel that comes once the run has started: unset at the first look, set after.
+
+    The run looks once before the first database; every later look (the check's progress
+    handler and interrupt watcher, the run's last look) sees the cancel.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._looks = 0
+
+    def is_set(self) -> bool:
+        with self._lock:
+            self._looks += 1
+            return self._looks > 1
+
+
+def test_cancel_interrupts_the_check_of_a_database(data: Path, tmp_path: Path) -> None:
+    """A cancel during a database's check interrupts it: cancelled, no corruption claim."""
+    make_db(data / "a.db")
+    make_db(data / "b.db")
+    report = check_databases(
+        data, optimise=True, cancelled=CancelOnceStarted(), free_space=lambda _p: PLENTY
+    )
+    (db,) = report.databases
+    assert report.cancelled and report.corrupt == ()
+    assert (db.path, db.verdict, db.problems, db.error) == ("a.db", "cancelled", (), None)
+    assert not db.ok and not db.optimised and report.to_dict()["corrupt"] == []
+    write_logs(tmp_path, report)
+    check_log = (tmp_path / "Maintenance_result.log").read_text()
+    assert " check.db path=a.db result=cancelled " in check_log
+    assert " check.end result=ok databases=1 ok=0 corrupt=0 cancelled=yes " in check_log
+    assert " skipped=cancelled" in (tmp_path / "Optimize_result.log").read_text()
+    text = format_report(report)
+    assert "CANCELLED a.db" in text
+    assert "1 database(s): 0 ok, 0 corrupt or unreadable, 1 not checked" in text
+    assert check_databases(data, optimise=False).corrupt == ()
+
+
+def test_cancel_before_the_run_checks_nothing(data: Path) -> None:
+    """A cancel already set when the run starts checks no database and claims nothing."""
+    make_db(data / "a.db")
+    cancelled = threading.Event()
+    cancelled.set()
+    report = check_databases(data, optimise=True, cancelled=cancelled)
+    assert report.cancelled and report.databases == () and report.corrupt == ()
+
+
+class Recording(sqlite3.Connection):
+    """A connection that says when it has been interrupted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.interrupted = threading.Event()
+
+    def interrupt(self) -> None:
+        super().interrupt()
+        self.interrupted.set()
+
+
+def test_interrupt_on_stops_one_long_step(tmp_path: Path) -> None:
+    """A cancel stops work the progress handler never sees (one long virtual-machine step,
+    like the page walk of integrity_check), and the watcher thread ends with the block."""
+    stop = threading.Event()
+    with closing(sqlite3.connect(tmp_path / "x.db", factory=Recording)) as conn:
+
+        def one_long_step() -> int:
+            stop.set()
+            assert conn.interrupted.wait(30)  # a bound against a hang, not a timing
+            return 1
+
+        conn.create_function("one_long_step", 0, one_long_step)
+        with pytest.raises(sqlite3.OperationalError, match="interrupted"), interrupt_on(conn, stop):
+            conn.execute("SELECT one_long_step()").fetchall()
+        assert conn.execute("SELECT 1").fetchall() == [(1,)]  # usable after the block
+    assert not any(t.name == "watcher-sqlite-cancel" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "database"),
+    [
+        ("app.db", b"", True),
+        ("APP.SQLite3", b"", True),
+        ("noext", b"SQLite format 3\x00rest", True),
+        ("notes.txt", b"SQLite format 2\x00", False),
+        ("a.db-wal", b"", False),
+    ],
+)
+def test_database_recognition(tmp_path: Path, name: str, head: bytes, database: bool) -> None:
+    """By name in any case or by header; the given first bytes and the file agree."""
+    path = tmp_path / name
+    path.write_bytes(head)
+    assert is_database(path) is is_database(path, head) is database
+    assert is_side_file(name) is name.endswith("-wal")
 
 
 def test_report_to_dict_and_text(data: Path) -> None:

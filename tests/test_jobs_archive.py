@@ -69,6 +69,15 @@ def test_archive_moves_only_old_files(paths: DataPaths) -> None:
     assert (paths.files / "ws1" / "sub").is_dir()
 
 
+def test_databases_are_recognised_in_any_case(paths: DataPaths) -> None:
+    """A database named in capitals (even an empty one) and a journal stay, and are counted."""
+    put(paths.data / "OLD.DB", b"", OLD)
+    put(paths.data / "app.db-journal", b"", OLD)
+    result = archive(paths, BEFORE, now=NOW)
+    assert (result["skipped_databases"], result["files"]) == (5, 3)
+    assert (paths.data / "OLD.DB").exists() and (paths.data / "app.db-journal").exists()
+
+
 def test_archive_is_read_only_with_a_manifest(paths: DataPaths) -> None:
     """The archive's files are 0444, its directories 0555, and its manifest verifies."""
     root = Path(archive(paths, BEFORE, now=NOW)["archive"])

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from watcher.jobs.manifest import (
     MANIFEST_NAME,
     Entry,
     copy_hashed,
+    hash_file,
     read_manifest,
     verify_manifest,
     write_manifest,
@@ -194,6 +196,80 @@ def test_cancelled_backup_leaves_no_set(paths: DataPaths, tmp_path: Path) -> Non
         backup(paths, tmp_path / "dest", 7, now=NOW, cancelled=stop, durable=False)
     assert info.value.reason == "cancelled"
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+Watch = Callable[[int, int, int], None]
+
+
+def record_steps(
+    monkeypatch: pytest.MonkeyPatch, after_first: Callable[[], None] = lambda: None
+) -> list[int]:
+    """The pages remaining after each backup step, as the progress callback sees them."""
+    remaining: list[int] = []
+    real = backup_mod._backup_watch
+
+    def recording(src: Path, stop: threading.Event) -> Watch:
+        watch = real(src, stop)
+
+        def step(status: int, left: int, total: int) -> None:
+            remaining.append(left)
+            if len(remaining) == 1:
+                after_first()
+            watch(status, left, total)
+
+        return step
+
+    monkeypatch.setattr(backup_mod, "_backup_watch", recording)
+    return remaining
+
+
+def test_cancel_stops_a_database_copy_between_steps(
+    paths: DataPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database is copied in steps, and a cancel ends the copy after the step at hand."""
+    monkeypatch.setattr(backup_mod, "BACKUP_PAGES", 1)
+    remaining = record_steps(monkeypatch)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(JobFailed) as info:
+        backup_mod._copy_database(paths.data / "main.db", tmp_path / "copy.db", stop)
+    assert info.value.reason == "cancelled"
+    assert len(remaining) == 1 and remaining[0] > 0
+
+
+def test_database_copy_is_one_snapshot_across_steps(
+    paths: DataPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write between two steps neither restarts the copy nor gets into it."""
+    db = paths.data / "mail.sqlite"  # WAL: a writer proceeds while the copy reads
+
+    def write() -> None:
+        with sqlite3.connect(db) as conn:
+            conn.executemany("INSERT INTO t VALUES (?)", [("late" + "x" * 500,)] * 50)
+        conn.close()
+
+    monkeypatch.setattr(backup_mod, "BACKUP_PAGES", 1)
+    remaining = record_steps(monkeypatch, write)
+    backup_mod._copy_database(db, tmp_path / "copy.db", threading.Event())
+    assert len(remaining) >= 2 and remaining == sorted(remaining, reverse=True)
+    assert db_rows(tmp_path / "copy.db") == ["m1", "m2", "m3"]
+    with closing(sqlite3.connect(db)) as conn:  # the write itself went through
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (53,)
+
+
+def test_hashing_stops_on_cancel(tmp_path: Path) -> None:
+    """Copying and hashing a (large) file end with ``cancelled`` when the job is told to stop."""
+    src = tmp_path / "big.bin"
+    src.write_bytes(b"x" * 100)
+    stop = threading.Event()
+    stop.set()
+    for work in (
+        lambda: copy_hashed(src, tmp_path / "copy.bin", stop=stop),
+        lambda: hash_file(src, stop=stop),
+    ):
+        with pytest.raises(JobFailed) as info:
+            work()
+        assert info.value.reason == "cancelled"
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ Never moved: the maint file; SQLite databases and their ``-wal``/``-shm``/``-jou
 files, whatever their age. A database is live state, not a document: an old modification
 time only means nobody wrote to it lately, the application still opens it, and moving it
 (or moving it without its ``-wal``) would lose data or make the application start an
-empty one. Databases are recognised by name (``*.db``, ``*.sqlite``, ``*.sqlite3``, which
-covers an empty database) and by the SQLite header; they are counted in the result.
+empty one. Databases are recognised by name (``*.db``, ``*.sqlite``, ``*.sqlite3`` in any
+case, which covers an empty database) and by the SQLite header
+(``watcher.jobs.sqlitefiles``); they and their side files are counted in the result.
 
 If anything fails or the job is cancelled, the files already moved are moved back and the
 new directory is removed. Nothing to archive means no new directory.
@@ -35,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 import anyio.to_thread
 
-from watcher.jobs.backup import ARCHIVE_DIR, SQLITE_HEADER, SQLITE_SIDE_FILES
+from watcher.jobs.backup import ARCHIVE_DIR
 from watcher.jobs.base import ArgumentError, DataPaths, JobContext, JobFailed, Progress
 from watcher.jobs.manifest import (
     Entry,
@@ -48,9 +49,9 @@ from watcher.jobs.manifest import (
     verify_manifest,
     write_manifest,
 )
+from watcher.jobs.sqlitefiles import is_database, is_side_file
 from watcher.space import require_space, tree_size
 
-DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -77,14 +78,6 @@ def next_archive_id(archive_root: Path) -> int:
         return 1
     ids = [int(m[1]) for p in archive_root.iterdir() if (m := ARCHIVE_DIR.fullmatch(p.name))]
     return max(ids, default=0) + 1
-
-
-def is_database(path: Path) -> bool:
-    """Whether ``path`` is an SQLite database (by name or header) or a companion file."""
-    if path.name.endswith(SQLITE_SIDE_FILES + DATABASE_SUFFIXES):
-        return True
-    with open(path, "rb", buffering=0) as f:
-        return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
 
 
 def archive(
@@ -123,7 +116,7 @@ def _select(paths: DataPaths, older_than: float) -> tuple[list[_Move], int]:
                 st = os.lstat(src)
                 if src == paths.maint_file or not stat.S_ISREG(st.st_mode):
                     continue
-                if is_database(src):
+                if is_side_file(name) or is_database(src):
                     databases += 1
                 elif st.st_mtime < older_than:
                     rel = f"{prefix}/{src.relative_to(base).as_posix()}"

@@ -11,6 +11,11 @@ so a database with an open writer still yields a consistent snapshot; other file
 copied in one pass that hashes what it writes. The maint file and SQLite's ``-wal``,
 ``-shm`` and ``-journal`` files are never copied.
 
+A database is copied ``BACKUP_PAGES`` pages at a time, so a cancel (timeout, shutdown)
+stops a large one mid-copy rather than after it. The whole copy runs in one read
+transaction on the source: one snapshot however many steps, where separate steps would
+each see the latest writes and restart the copy after every one of them.
+
 Hashes are computed from the bytes as they are written, so the check before the rename
 reads no content: it reloads the manifest and checks each file's presence and size and that
 nothing else is there (``verify_manifest(content=False)``); re-hashing what was just
@@ -53,16 +58,23 @@ from watcher.jobs.manifest import (
     verify_manifest,
     write_manifest,
 )
-from watcher.jobs.sqlitefiles import settle_hot_journal
+from watcher.jobs.sqlitefiles import (
+    SQLITE_HEADER,
+    error_code,
+    is_side_file,
+    settle_hot_journal,
+)
 from watcher.space import require_space, tree_size
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 SET_NAME = re.compile(r"(\d{8}T\d{6}Z)(?:-(\d+))?")
 PARTIAL = ".partial"
 ARCHIVE_DIR = re.compile(r"back(\d+)")
 #: How long a database may stay locked by a writer before the backup gives up.
 BUSY_LIMIT = 30.0
+#: Seconds between attempts while a database is locked.
+BUSY_SLEEP = 0.05
+#: Pages copied per backup step (4 MiB at the default page size); a cancel is seen between.
+BACKUP_PAGES = 1024
 #: Files copied at once: file creation dominates on many small files and overlaps well.
 COPY_THREADS = 4
 
@@ -225,7 +237,7 @@ def _plan(
         dirs.append((here, there))
         for name in sorted(filenames):
             src = here / name
-            if src == maint or name.endswith(SQLITE_SIDE_FILES):
+            if src == maint or is_side_file(name):
                 continue
             st = os.lstat(src)
             if stat.S_ISREG(st.st_mode):
@@ -234,12 +246,12 @@ def _plan(
 
 def _copy_file(item: _Item, stop: threading.Event) -> tuple[int, str]:
     """Copy one file with its metadata (databases through SQLite); return size and hash."""
-    copied = copy_hashed(item.src, item.dst, item.meta, unless=SQLITE_HEADER)
+    copied = copy_hashed(item.src, item.dst, item.meta, unless=SQLITE_HEADER, stop=stop)
     if copied is not None:
         return copied
     _copy_database(item.src, item.dst, stop)
     copy_meta(item.src, item.dst)
-    return hash_file(item.dst)
+    return hash_file(item.dst, stop=stop)
 
 
 def copy_meta(src: Path, dst: Path) -> None:
@@ -254,23 +266,48 @@ def _copy_database(src: Path, dst: Path, stop: threading.Event) -> None:
     """Snapshot a live SQLite database into ``dst`` with the online backup API.
 
     A hot journal left by an interrupted writer is rolled back first, as any writer would
-    (a read-only connection cannot, and would fail); the job holds maintenance.
+    (a read-only connection cannot, and would fail); the job holds maintenance. The copy
+    runs in steps of ``BACKUP_PAGES`` pages inside one read transaction (``_begin_read``);
+    after each step the watch raises ``JobFailed`` on a cancel.
     """
     settle_hot_journal(src)
-    source = sqlite3.connect(f"file:{quote(os.fspath(src))}?mode=ro", uri=True)
+    watch = _backup_watch(src, stop)
+    # No busy timeout: a locked database is retried here, where a cancel is seen.
+    source = sqlite3.connect(f"file:{quote(os.fspath(src))}?mode=ro", uri=True, timeout=0)
     try:
+        _begin_read(source, watch)
         target = sqlite3.connect(dst)
         try:
             # The set is flushed as a whole (or thrown away), so per-database syncs are waste.
             target.execute("PRAGMA journal_mode=OFF")
             target.execute("PRAGMA synchronous=OFF")
-            source.backup(target, sleep=0.05, progress=_backup_watch(src, stop))
+            source.backup(target, pages=BACKUP_PAGES, sleep=BUSY_SLEEP, progress=watch)
         finally:
             target.close()
     except sqlite3.Error as exc:
         raise JobFailed("backup_failed", f"database {src} could not be copied: {exc}") from exc
     finally:
         source.close()
+
+
+def _begin_read(source: sqlite3.Connection, watch: Callable[[int, int, int], None]) -> None:
+    """Open the read transaction the whole copy runs in, retrying while the file is locked.
+
+    A step of the backup API takes its own read lock only when the source has none, and a
+    write between two such steps restarts the copy (forever, under a steady writer); in
+    this transaction every step reads the same snapshot, as one single step would.
+    """
+    source.execute("BEGIN")
+    while True:
+        try:
+            source.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            code = error_code(exc)
+            if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            watch(code, -1, -1)
+            time.sleep(BUSY_SLEEP)
 
 
 def _backup_watch(src: Path, stop: threading.Event) -> Callable[[int, int, int], None]:

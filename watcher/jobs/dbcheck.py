@@ -8,6 +8,11 @@ filesystem has twice its size free (else ``vacuum_skipped`` gives the numbers). 
 that is corrupt, not a database, or unreadable is not ok and is listed in ``corrupt``;
 that is a result, never an exception.
 
+A cancel (timeout, shutdown) interrupts the database being checked or optimised, not only
+the loop between them: the check's connection is interrupted (``interrupt_on``). A check cut
+short is ``cancelled`` — no verdict on that database, never a corruption claim — and the
+run stops there with ``cancelled`` set.
+
 Logs in ``mw/log/sched/dynamic``: ``Maintenance.log`` and ``Optimize.log`` are appended to,
 ``Maintenance_result.log`` and ``Optimize_result.log`` hold the latest run only (replaced
 atomically); ``Optimize*`` only for runs that optimise. One record per line: ISO-8601 local
@@ -27,9 +32,12 @@ time (a run's lines are written together when it ends). For example::
     2026-11-26T03:30:07+09:00 optimise.end optimised=1 vacuumed=1 skipped=2 cancelled=no
 
 ``*.end`` lines also carry ``elapsed=7.012s``. ``check.db`` ``result`` is ``ok``, ``corrupt``
-(problems found, one ``check.problem`` line each) or ``error`` (the check could not run);
-``error=`` says what SQLite reported. A skipped VACUUM adds ``vacuum_skipped="insufficient_space:
-needs <N> bytes, <M> free"`` and a failed optimisation ``error="optimisation failed: ..."``.
+(problems found, one ``check.problem`` line each), ``error`` (the check could not run) or
+``cancelled`` (a cancel interrupted it; ``check.end`` then says ``cancelled=yes``);
+``error=`` says what SQLite reported. ``check.end`` counts ``ok`` and ``corrupt`` (corrupt
+or error) databases; a cancelled one is neither, and its ``optimise.db`` line says
+``skipped=cancelled``. A skipped VACUUM adds ``vacuum_skipped="insufficient_space: needs
+<N> bytes, <M> free"`` and a failed optimisation ``error="optimisation failed: ..."``.
 """
 
 from __future__ import annotations
@@ -52,14 +60,21 @@ import anyio.to_thread
 
 from watcher.atomic import write_atomic
 from watcher.jobs.base import ArgumentError, JobContext, JobFailed, Progress
-from watcher.jobs.sqlitefiles import HOT_JOURNAL_NOTE, has_hot_journal, settle_hot_journal
+from watcher.jobs.manifest import reject_unknown
+from watcher.jobs.sqlitefiles import (
+    HOT_JOURNAL_NOTE,
+    has_hot_journal,
+    interrupt_on,
+    is_database,
+    is_interrupt,
+    is_side_file,
+    settle_hot_journal,
+)
 from watcher.space import free_bytes
 
 Check = Literal["integrity", "quick"]
+Verdict = Literal["ok", "corrupt", "error", "cancelled"]
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-EXTENSIONS = frozenset({".db", ".sqlite", ".sqlite3"})
-SIDE_FILES = ("-wal", "-shm", "-journal")
 MAX_PROBLEMS = 100
 _NOT_PROBLEMS = frozenset({"ok", "*** in database main ***"})
 _BARE = re.compile(r"[\w.:/+@%-]+")
@@ -73,7 +88,10 @@ def _local_now() -> datetime:
 
 @dataclass(frozen=True)
 class DatabaseResult:
-    """The outcome for one database; ``error`` is why the check or the optimisation failed."""
+    """The outcome for one database; ``error`` is why the check or the optimisation failed.
+
+    ``cancelled``: a cancel interrupted the check, so there is no verdict on the database.
+    """
 
     path: str
     ok: bool
@@ -83,10 +101,14 @@ class DatabaseResult:
     vacuumed: bool = False
     vacuum_skipped: str | None = None
     error: str | None = None
+    cancelled: bool = False
 
     @property
-    def verdict(self) -> Literal["ok", "corrupt", "error"]:
-        """``ok``, ``corrupt`` (the check found problems) or ``error`` (it could not run)."""
+    def verdict(self) -> Verdict:
+        """``ok``, ``corrupt`` (problems found), ``error`` (the check could not run) or
+        ``cancelled`` (interrupted: no verdict)."""
+        if self.cancelled:
+            return "cancelled"
         return "ok" if self.ok else "corrupt" if self.problems else "error"
 
 
@@ -103,8 +125,16 @@ class CheckReport:
 
     @property
     def corrupt(self) -> tuple[str, ...]:
-        """Paths of the databases that are not ok (corrupt, not a database, or unreadable)."""
-        return tuple(db.path for db in self.databases if not db.ok)
+        """Paths of the databases found corrupt, not a database, or unreadable.
+
+        A database whose check was cancelled is not among them: nothing was found.
+        """
+        return tuple(db.path for db in self.databases if db.verdict in ("corrupt", "error"))
+
+    @property
+    def ok_count(self) -> int:
+        """How many databases passed the check."""
+        return sum(db.ok for db in self.databases)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-serialisable data, with ISO-8601 times and the ``corrupt`` list."""
@@ -121,20 +151,15 @@ def find_databases(data: Path, *, maint_file: Path | None = None) -> list[Path]:
         Path(root, name)
         for root, _dirs, names in os.walk(data)
         for name in names
-        if not name.endswith(SIDE_FILES)
+        if not is_side_file(name)
     ]
-    return sorted(p for p in found if p != maint_file and _is_database(p))
+    return sorted(p for p in found if p != maint_file and _is_database_file(p))
 
 
-def _is_database(path: Path) -> bool:
-    """Whether ``path`` is a regular file named like a database or starting with its header."""
+def _is_database_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file that is a database (unreadable: not one)."""
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):
-            return False
-        if path.suffix.lower() in EXTENSIONS:
-            return True
-        with path.open("rb") as f:
-            return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+        return stat.S_ISREG(path.lstat().st_mode) and is_database(path)
     except OSError:
         return False
 
@@ -151,7 +176,10 @@ def check_databases(
     maint_file: Path | None = None,
     settle_journals: bool = False,
 ) -> CheckReport:
-    """Check (and with ``optimise``, optimise) every database; stops between them if cancelled.
+    """Check (and with ``optimise``, optimise) every database; a cancel stops the run.
+
+    A cancel interrupts the database at hand (its result is ``cancelled``) and no further
+    database is started.
 
     ``settle_journals`` (the job, under maintenance) first rolls back a hot journal left by
     a killed writer; without it (the manual check) a hot journal is reported, not touched.
@@ -167,7 +195,7 @@ def check_databases(
         if has_hot_journal(path) and not _settled(path, settle_journals):
             result = DatabaseResult(name, False, (), size, error=HOT_JOURNAL_NOTE)
         else:
-            result = _check_one(path, name, size, check)
+            result = _check_one(path, name, size, check, stop)
         if optimise and result.ok:
             result = _optimise_one(path, result, free_space, stop)
         results.append(result)
@@ -194,20 +222,28 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _check_one(path: Path, name: str, size: int, check: Check) -> DatabaseResult:
-    """Run the integrity or quick check on a read-only connection.
+def _check_one(
+    path: Path, name: str, size: int, check: Check, stop: threading.Event
+) -> DatabaseResult:
+    """Run the integrity or quick check on a read-only connection that a cancel interrupts.
 
     SQLite may return the b-tree problems as a row and then fail the next step with
     "database disk image is malformed". Python's cursor drops a row whose next step fails,
-    so each row is captured by a SQL function as SQLite produces it.
+    so each row is captured by a SQL function as SQLite produces it. An interrupted check
+    is ``cancelled``: no verdict, and whatever it reported so far is dropped (a partial
+    check proves nothing, and a corruption claim holds maintenance).
     """
     rows: list[str] = []
     error = None
     try:
         with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as conn:
             conn.create_function("watcher_row", 1, rows.append)
-            conn.execute(f"SELECT watcher_row({check}_check) FROM pragma_{check}_check").fetchall()
+            with interrupt_on(conn, stop):
+                sql = f"SELECT watcher_row({check}_check) FROM pragma_{check}_check"
+                conn.execute(sql).fetchall()
     except sqlite3.Error as exc:
+        if is_interrupt(exc):
+            return DatabaseResult(name, False, (), size, cancelled=True)
         error = str(exc)
     lines = (line for row in rows for line in str(row).splitlines())
     problems = tuple(line for line in lines if line not in _NOT_PROBLEMS)[:MAX_PROBLEMS]
@@ -224,8 +260,10 @@ def _optimise_one(
     """Free-space check, ``PRAGMA optimize``, ``ANALYZE``, then ``VACUUM`` if 2 × size is free."""
     needed, free = 2 * result.size, free_space(path.parent)
     try:
-        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-            conn.set_progress_handler(cancelled.is_set, 10_000)  # a cancel interrupts VACUUM
+        with (
+            closing(sqlite3.connect(path, isolation_level=None)) as conn,
+            interrupt_on(conn, cancelled),
+        ):
             conn.execute("PRAGMA optimize")
             conn.execute("ANALYZE")
             result = replace(result, optimised=True)
@@ -291,7 +329,7 @@ def _check_lines(report: CheckReport) -> Iterator[str]:
         "check.end",
         result="corrupt" if report.corrupt else "ok",
         databases=len(report.databases),
-        ok=len(report.databases) - len(report.corrupt),
+        ok=report.ok_count,
         corrupt=len(report.corrupt),
         cancelled=report.cancelled,
         elapsed=_elapsed(report),
@@ -309,7 +347,7 @@ def _optimise_lines(report: CheckReport) -> Iterator[str]:
             optimised=db.optimised,
             vacuumed=db.vacuumed,
             vacuum_skipped=db.vacuum_skipped,
-            skipped=None if db.ok else "check_failed",
+            skipped=None if db.ok else "cancelled" if db.cancelled else "check_failed",
             error=db.error if db.ok else None,
         )
     yield _line(
@@ -338,8 +376,10 @@ def format_report(report: CheckReport) -> str:
             vacuum = "vacuumed" if db.vacuumed else f"vacuum skipped: {db.vacuum_skipped}"
             out.append(f"           optimised, {vacuum}")
     total, bad = len(report.databases), len(report.corrupt)
+    unchecked = sum(db.verdict == "cancelled" for db in report.databases)
     out.append(
-        f"{total} database(s): {total - bad} ok, {bad} corrupt or unreadable"
+        f"{total} database(s): {report.ok_count} ok, {bad} corrupt or unreadable"
+        + (f", {unchecked} not checked" if unchecked else "")
         + (" — cancelled before the end" if report.cancelled else "")
     )
     return "\n".join(out) + "\n"
@@ -369,9 +409,7 @@ class DbCheckJob:
 
     def check_args(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
         """``check`` (integrity|quick), ``on_corruption`` (hold|release), ``optimise`` (bool)."""
-        unknown = sorted(set(args) - {"check", "on_corruption", "optimise"})
-        if unknown:
-            raise ArgumentError(f"unknown dbcheck argument(s): {', '.join(unknown)}")
+        reject_unknown(args, ("check", "on_corruption", "optimise"))
         return {
             "check": _choice(args, "check", ("integrity", "quick")),
             "on_corruption": _choice(args, "on_corruption", ("hold", "release")),

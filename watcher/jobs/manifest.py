@@ -62,27 +62,38 @@ class ManifestError(Exception):
     """The manifest is missing, unreadable or not a version-1 manifest."""
 
 
-def hash_file(path: Path) -> tuple[int, str]:
-    """Size and SHA-256 hex digest of ``path``, read once in large chunks."""
+def hash_file(path: Path, *, stop: threading.Event | None = None) -> tuple[int, str]:
+    """Size and SHA-256 hex digest of ``path``, read once in large chunks.
+
+    A set ``stop`` ends the reading between chunks with ``JobFailed("cancelled")``.
+    """
     digest = hashlib.sha256()
     buf = bytearray(BUFFER_SIZE)
     view = memoryview(buf)
     size = 0
     with open(path, "rb", buffering=0) as src:
         while n := src.readinto(buf):
+            if stop is not None:
+                raise_if_cancelled(stop, f"hashing {path}")
             digest.update(view[:n])
             size += n
     return size, digest.hexdigest()
 
 
 def copy_hashed(
-    src: Path, dst: Path, meta: os.stat_result | None = None, unless: bytes = b""
+    src: Path,
+    dst: Path,
+    meta: os.stat_result | None = None,
+    unless: bytes = b"",
+    *,
+    stop: threading.Event | None = None,
 ) -> tuple[int, str] | None:
     """Copy ``src`` to a new file ``dst`` reading it once; return its size and SHA-256.
 
     With ``meta`` (``src``'s stat), permission bits, times, extended attributes and (as
     root) ownership are copied too, all through the open files. When ``src`` starts with
-    ``unless``, nothing is created and the result is ``None``.
+    ``unless``, nothing is created and the result is ``None``. A set ``stop`` ends the copy
+    between chunks with ``JobFailed("cancelled")``, leaving ``dst`` partly written.
     """
     buf = bytearray(BUFFER_SIZE)
     view = memoryview(buf)
@@ -95,6 +106,8 @@ def copy_hashed(
         dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             while n:
+                if stop is not None:
+                    raise_if_cancelled(stop, f"copy of {src}")
                 digest.update(view[:n])
                 _write_all(dfd, view[:n])
                 size += n
