@@ -45,7 +45,10 @@ from watcher.maintenance import Hold, decide
 from watcher.state import FileStamp, ManualWindow, State, StateStore
 
 ROUNDS = 60
-SLEEPY = 'sleep "$SLEEP"; printf "%s\\n" "$TAG" >> "{ledger}"'
+SLEEPY = (  # a few ms, then the trigger's name (a trigger may not set env) into the ledger
+    'sleep 0.00$(( ${{#WATCHER_TRIGGER}} % 9 + 1 )); '
+    'printf "%s\\n" "$WATCHER_TRIGGER" >> "{ledger}"'
+)
 KINDS = ("dbcheck", "sleepy", "backup", "archive")
 WEIGHTS = (40, 46, 9, 5)
 RETRY_ALLOWED: set[str] = set()  # no job here is configured retry_safe: none may run twice
@@ -90,9 +93,8 @@ def drop(spool: Path, run: Run, rng: random.Random, tag: str, backups: Path) -> 
     if kind == "dbcheck":
         name, body = f"dbcheck.{tag}", None
     elif kind == "sleepy":
-        sleep = f"0.{rng.randint(1, 9):03d}"
-        name = f"sleepy-{tag}.json"
-        body = {"job": "sleepy", "args": {"env": {"TAG": name, "SLEEP": sleep}}}
+        name = f"sleepy-{tag}.json"  # the job reads it from WATCHER_TRIGGER
+        body = {"job": "sleepy"}
     elif kind == "backup":
         name = f"backup-{tag}.json"
         body = {"job": "backup", "args": {"dest": str(backups), "keep": 2}}

@@ -1,18 +1,43 @@
-"""Drop-in triggers, the pure parts: names, the JSON form, path confinement, the journal."""
+"""Drop-in triggers: names, the JSON form, path confinement, the journal, and the spool itself
+on real files with a stub runner (a full disk simulated where the real one is too slow)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 
-from watcher.config import build_config
+from watcher.atomic import write_atomic
+from watcher.bus import EventBus
+from watcher.config import Config, build_config
+from watcher.controller import Controller
+from watcher.events import Event
+from watcher.jobs.base import JobContext, JobFailed, Progress
+from watcher.jobs.runner import JobOutcome, JobRequest, JobRunner
 from watcher.journal import Journal
+from watcher.maintenance import Hold
+from watcher.testing import capture_events
 from watcher.trigger_cli import parse_args
-from watcher.triggers import Rejected, confine_paths, job_config, parse_trigger, wanted
+from watcher.triggers import (
+    MAX_NAME,
+    Rejected,
+    Spool,
+    check_name,
+    confine_paths,
+    job_config,
+    parse_trigger,
+    wanted,
+)
 
 # --- which names are triggers -----------------------------------------------------------
 
@@ -180,6 +205,21 @@ def test_non_path_value_is_bad_args(roots: tuple[Path, ...], value: Any) -> None
     assert caught.value.reason == "bad_args"
 
 
+def test_nul_byte_in_a_path_is_bad_args(roots: tuple[Path, ...]) -> None:
+    """A path argument with a NUL character is ``bad_args``, not a ``ValueError`` crash."""
+    with pytest.raises(Rejected) as caught:
+        confine(f"{roots[0]}/sets\x00/x", roots)
+    assert caught.value.reason == "bad_args"
+
+
+def test_symlink_loop_in_a_path_is_bad_args(roots: tuple[Path, ...]) -> None:
+    """A path through a symlink loop is ``bad_args``, not a ``RuntimeError`` crash."""
+    (roots[0] / "loop").symlink_to(roots[0] / "loop")
+    with pytest.raises(Rejected) as caught:
+        confine(str(roots[0] / "loop" / "x"), roots, "from")
+    assert caught.value.reason == "bad_args"
+
+
 def test_only_path_arguments_are_confined(tmp_path: Path) -> None:
     """Arguments the job does not declare as paths are not checked, and absent ones are fine."""
     confine_paths({"keep": "/etc", "before": "2020-01-01"}, ("dest", "from"), ())
@@ -278,3 +318,371 @@ def test_cli_args_need_key_and_value(pair: str) -> None:
     """A pair without ``=`` or without a key is a usage error."""
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_args([pair])
+
+
+# --- file names that could not be recorded or filed -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", [os.fsdecode(b"dbcheck.\xff"), "dbcheck." + "x" * MAX_NAME], ids=["utf8", "long"]
+)
+def test_bad_names_are_rejected(name: str) -> None:
+    """A name that is not UTF-8 or is longer than ``MAX_NAME`` bytes is ``bad_name``."""
+    with pytest.raises(Rejected) as caught:
+        check_name(name)
+    assert caught.value.reason == "bad_name"
+
+
+def test_names_up_to_the_limit_are_fine() -> None:
+    """UTF-8 names of up to ``MAX_NAME`` bytes, accents and all, pass."""
+    check_name("x.json")
+    check_name("dbcheck." + "é" * ((MAX_NAME - len("dbcheck.")) // 2))
+
+
+# --- the spool on real files, with a stub runner ----------------------------------------
+
+NOBODY = 65534
+
+
+class PluginJob:
+    """A third-party job type (``module:attr`` in the config) that says nothing about data."""
+
+    maintenance_default = True
+    retry_safe = False
+
+    def check_args(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        return dict(args)
+
+    async def run(self, ctx: JobContext) -> Mapping[str, Any]:
+        return {}
+
+
+class MovingJob(PluginJob):
+    """A third-party job type that declares it moves data."""
+
+    moves_data = True
+
+
+PLAIN = PluginJob()
+MOVING = MovingJob()
+
+JOBS: list[dict[str, Any]] = [
+    {"name": "hello", "type": "command", "argv": ["/bin/true"]},
+    {"name": "reindex", "type": "command", "argv": ["/bin/true"], "maintenance": True},
+    {"name": "plugin", "type": "tests.test_triggers:PLAIN"},
+    {"name": "mover", "type": "tests.test_triggers:MOVING"},
+    {"name": "again", "type": "dbcheck", "retry_safe": True},
+]
+
+
+class StubRunner:
+    """Collects job requests instead of running them."""
+
+    def __init__(self) -> None:
+        self.requests: list[JobRequest] = []
+
+    def submit(self, request: JobRequest) -> None:
+        self.requests.append(request)
+
+
+class Disk:
+    """``write_atomic`` for the triggers module that fails with ENOSPC while ``full``."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.durable: list[bool] = []
+
+    def write_atomic(
+        self, path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True
+    ) -> os.stat_result:
+        self.durable.append(durable)
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return write_atomic(path, data, mode, durable=durable)
+
+
+@dataclass
+class Rig:
+    """A spool on real directories with a real controller, a stub runner and a fake disk."""
+
+    spool: Spool
+    runner: StubRunner
+    controller: Controller
+    events: list[Event]
+    disk: Disk
+    no_space: list[str]
+
+    def drop(self, name: str, body: dict[str, Any] | bytes = b"") -> Path:
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+        staged = self.spool.dir / f".{name}.staging"
+        staged.write_bytes(data)
+        os.rename(staged, self.spool.dir / name)
+        return self.spool.dir / name
+
+    def of(self, action: str) -> list[Event]:
+        return [e for e in self.events if e.action == action]
+
+    def claim(self, name: str, job: str, **record: Any) -> str:
+        """Lay out a claimed trigger whose job had started (what a crash leaves)."""
+        ident = f"1700000000000000000-{name}"
+        (self.spool.claimed / ident).touch()
+        self.spool.journal.append(
+            {"event": "started", "id": ident, "file": name, "job": job, **record}
+        )
+        return ident
+
+    def filed(self, where: str, name: str) -> dict[str, Any]:
+        result = orjson.loads((self.spool.dir / where / f"{name}.result.json").read_bytes())
+        assert isinstance(result, dict)
+        return result
+
+
+@contextmanager
+def rig_at(data: Path, monkeypatch: pytest.MonkeyPatch, **trigger: Any) -> Iterator[Rig]:
+    (data / "mw" / "data").mkdir(parents=True, exist_ok=True)
+    config: Config = build_config(
+        {"jobs": JOBS, "trigger": trigger}, source=None, data_dir=data
+    )
+    disk = Disk()
+    monkeypatch.setattr("watcher.triggers.write_atomic", disk.write_atomic)
+    bus = EventBus()
+    controller = Controller(config.paths, bus, default_message="maintenance")
+    controller.load()
+    runner = StubRunner()
+    spool = Spool(
+        lambda: config, bus, controller, cast(JobRunner, runner), lambda: datetime.now(UTC)
+    )
+    spool.prepare()
+    no_space: list[str] = []
+    controller.on_no_space.append(lambda: no_space.append("sampled"))
+    with capture_events(bus) as events:
+        yield Rig(spool, runner, controller, events, disk, no_space)
+
+
+@pytest.fixture
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    """A spool in a fresh data directory (see ``Rig``)."""
+    with rig_at(tmp_path / "data", monkeypatch) as made:
+        yield made
+
+
+def outcome(request: JobRequest, status: str = "finished") -> JobOutcome:
+    now = datetime.now(UTC)
+    return JobOutcome(request.name, status, now, now, result={"ok": True})  # type: ignore[arg-type]
+
+
+def test_reject_on_a_full_disk_waits_in_the_spool(rig: Rig) -> None:
+    """A trigger that cannot be rejected for lack of space stays put, is reported once, and is
+    rejected on a scan once there is space."""
+    rig.drop("broken.json", b"{")
+    rig.disk.full = True
+    rig.spool.take("broken.json")
+    rig.spool.scan(force=True)
+    rig.spool.scan(force=True)
+    assert (rig.spool.dir / "broken.json").exists()
+    assert list(rig.spool.failed.iterdir()) == []
+    [warning] = rig.of("disk.reminder")
+    assert warning.level == "critical"
+    assert warning.fields["trigger"]["file"] == "broken.json"
+    assert warning.fields["reason"] == "bad_json"
+    assert rig.no_space and rig.of("trigger.rejected") == []
+    rig.disk.full = False
+    rig.spool.scan()
+    [rejected] = rig.of("trigger.rejected")
+    assert rejected.fields["reason"] == "bad_json"
+    assert (rig.spool.failed / "broken.json").exists()
+    assert (rig.spool.failed / "broken.json.error.json").exists()
+    assert not (rig.spool.dir / "broken.json").exists()
+
+
+def test_result_on_a_full_disk_waits_in_claimed(rig: Rig) -> None:
+    """A finished trigger whose result cannot be written stays claimed and unfinished in the
+    journal, and is filed on a scan once there is space."""
+    rig.drop("dbcheck.full")
+    rig.spool.take("dbcheck.full")
+    [request] = rig.runner.requests
+    assert request.on_start is not None and request.on_done is not None
+    request.on_start()
+    rig.disk.full = True
+    request.on_done(outcome(request))
+    [ident] = [p.name for p in rig.spool.claimed.iterdir()]
+    assert list(rig.spool.journal.unfinished()) == [ident]
+    assert list(rig.spool.done.iterdir()) == []
+    [warning] = rig.of("disk.reminder")
+    assert warning.fields["trigger"] == {"file": "dbcheck.full", "id": ident}
+    rig.spool.scan()
+    assert len(rig.of("disk.reminder")) == 1
+    rig.disk.full = False
+    rig.spool.scan()
+    assert rig.filed("done", "dbcheck.full")["status"] == "finished"
+    assert (rig.spool.done / "dbcheck.full").exists()
+    assert list(rig.spool.claimed.iterdir()) == []
+    assert rig.spool.journal.unfinished() == {}
+
+
+def test_recover_on_a_full_disk_never_raises(rig: Rig) -> None:
+    """Recovery on a full disk reports the interrupted trigger, keeps it claimed, and files it
+    once there is space."""
+    ident = rig.claim("dbcheck.cut", "dbcheck")
+    rig.disk.full = True
+    rig.spool.recover()
+    assert [e.fields["job"]["trigger"] for e in rig.of("job.interrupted")] == ["dbcheck.cut"]
+    assert (rig.spool.claimed / ident).exists()
+    assert len(rig.of("disk.reminder")) == 1
+    rig.disk.full = False
+    rig.spool.scan()
+    assert rig.filed("failed", "dbcheck.cut")["status"] == "interrupted"
+    assert rig.spool.journal.unfinished() == {}
+
+
+def test_progress_is_best_effort_and_not_fsynced(rig: Rig) -> None:
+    """A progress report that cannot be written is skipped; progress is never fsynced."""
+    rig.drop("dbcheck.p")
+    rig.spool.take("dbcheck.p")
+    [request] = rig.runner.requests
+    assert request.on_progress is not None
+    rig.disk.full = True
+    request.on_progress(Progress(files_done=1, files_total=3))
+    assert not (rig.spool.progress_dir / "dbcheck.p.json").exists()
+    rig.disk.full = False
+    request.on_progress(Progress(files_done=2, files_total=3))
+    written = orjson.loads((rig.spool.progress_dir / "dbcheck.p.json").read_bytes())
+    assert written["files_done"] == 2
+    assert rig.disk.durable == [False, False]
+
+
+def test_no_journal_record_no_run(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job whose ``started`` record cannot be written for lack of space fails before it runs."""
+
+    def full(_record: Mapping[str, Any]) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    rig.drop("dbcheck.j")
+    rig.spool.take("dbcheck.j")
+    [request] = rig.runner.requests
+    assert request.on_start is not None
+    monkeypatch.setattr(rig.spool.journal, "append", full)
+    with pytest.raises(JobFailed) as caught:
+        request.on_start()
+    assert caught.value.reason == "insufficient_space"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"job": "command", "args": {"argv": ["/usr/bin/id"]}},
+        {"job": "hello", "args": {"argv": ["/usr/bin/id"]}},
+        {"job": "hello", "args": {"env": {"LD_PRELOAD": "/tmp/x.so"}}},
+        {"job": "plugin", "args": {"argv": ["/usr/bin/id"], "env": {}}},
+    ],
+    ids=["builtin_command", "configured_argv", "configured_env", "plugin"],
+)
+def test_argv_and_env_never_come_from_a_trigger(rig: Rig, body: dict[str, Any]) -> None:
+    """A trigger that sets ``argv`` or ``env`` is ``bad_args`` and nothing is run."""
+    rig.drop("t.json", body)
+    rig.spool.take("t.json")
+    [rejected] = rig.of("trigger.rejected")
+    assert rejected.fields["reason"] == "bad_args"
+    assert "come from the configuration only" in rejected.message
+    assert rig.runner.requests == []
+    assert (rig.spool.failed / "t.json").exists()
+
+
+def test_trigger_may_tune_a_configured_command(rig: Rig) -> None:
+    """A trigger may still set a configured command's ``timeout``; argv stays the config's."""
+    rig.drop("t.json", {"job": "hello", "args": {"timeout": "5s"}})
+    rig.spool.take("t.json")
+    [request] = rig.runner.requests
+    assert request.args["argv"] == ["/bin/true"] and request.args["timeout"] == 5
+
+
+@pytest.mark.parametrize(
+    ("job", "kept"),
+    [("restore", True), ("archive", True), ("mover", True),
+     ("reindex", False), ("plugin", False), ("dbcheck", False)],
+)
+def test_interrupted_hold_stays_only_for_jobs_that_move_data(
+    rig: Rig, job: str, kept: bool
+) -> None:
+    """After a crash only restore, archive and plugins with ``moves_data`` keep their hold."""
+    rig.claim(f"{job}.cut", job)
+    rig.controller.add_hold(Hold("job", job, since=datetime.now(UTC), message=f"job {job}"))
+    rig.spool.recover()
+    hold = rig.controller.hold("job", job)
+    assert (hold is not None and hold.interrupted) if kept else hold is None
+    assert rig.filed("failed", f"{job}.cut")["status"] == "interrupted"
+    assert rig.runner.requests == []
+
+
+def test_interrupted_job_type_comes_from_the_journal(rig: Rig) -> None:
+    """A job since removed from the config is judged by the type its journal record names."""
+    rig.claim("gone.cut", "nightly-restore", type="restore")
+    since = datetime.now(UTC)
+    rig.controller.add_hold(Hold("job", "nightly-restore", since=since, message="restoring"))
+    rig.spool.recover()
+    hold = rig.controller.hold("job", "nightly-restore")
+    assert hold is not None and hold.interrupted
+
+
+def test_retry_safe_is_the_configs_word_only(rig: Rig) -> None:
+    """An interrupted job runs again only when configured ``retry_safe``, whatever its type says."""
+    rig.claim("dbcheck.cut", "dbcheck")
+    ident = rig.claim("again.cut", "again")
+    rig.spool.recover()
+    assert rig.filed("failed", "dbcheck.cut")["status"] == "interrupted"
+    assert [r.trigger for r in rig.runner.requests] == ["again.cut"]
+    assert (rig.spool.claimed / ident).exists()
+
+
+# --- trigger files watcher may not read -------------------------------------------------
+
+
+@pytest.fixture
+def open_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    """A spool any user can reach (a 0755 directory under the system's temp dir)."""
+    top = Path(tempfile.mkdtemp())
+    try:
+        top.chmod(0o755)
+        with rig_at(top / "data", monkeypatch) as made:
+            yield made
+    finally:
+        shutil.rmtree(top)
+
+
+@contextmanager
+def unreadable(rig: Rig, name: str) -> Iterator[Path]:
+    """A trigger watcher cannot open: as root, a root-owned 0600 file while the block runs as
+    ``nobody`` (which then owns the spool); otherwise the caller's own file, mode 000."""
+    path = rig.drop(name, {"job": "dbcheck"})
+    if os.geteuid() != 0:
+        path.chmod(0)
+        yield path
+        return
+    path.chmod(0o600)
+    for directory in (rig.spool.dir, rig.spool.failed, rig.spool.claimed):
+        os.chown(directory, NOBODY, NOBODY)
+    os.setegid(NOBODY)
+    os.seteuid(NOBODY)
+    try:
+        yield path
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_unreadable_trigger_is_rejected(open_data: Rig) -> None:
+    """A JSON trigger watcher may not read is rejected as ``unreadable``, not a crash."""
+    with unreadable(open_data, "secret.json"):
+        open_data.spool.take("secret.json")
+    [rejected] = open_data.of("trigger.rejected")
+    assert rejected.fields["reason"] == "unreadable"
+    assert (open_data.spool.failed / "secret.json").exists()
+    assert open_data.runner.requests == []
+
+
+def test_plain_name_content_is_never_opened(open_data: Rig) -> None:
+    """A plain-named trigger is taken on its name alone, even when its content is unreadable."""
+    with unreadable(open_data, "dbcheck.secret"):
+        open_data.spool.take("dbcheck.secret")
+    assert [r.trigger for r in open_data.runner.requests] == ["dbcheck.secret"]
+    assert open_data.of("trigger.rejected") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -9,6 +10,8 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +24,23 @@ from tests.conftest import (
     allowed_paths,
     cli,
     drop_trigger,
+    eventually,
+    filed_in,
     maint,
     ran,
+    service_at,
     stopped_once,
     toml,
     write_config,
 )
+from tests.test_disk_e2e import small_filesystem
+from watcher.atomic import write_atomic
+from watcher.demo import create_demo
 from watcher.jobs.manifest import verify_manifest
+from watcher.journal import Journal
+from watcher.maintenance import Hold, decide
+from watcher.state import FileStamp, StateStore
+from watcher.triggers import MAX_NAME, shown
 
 Maker = Callable[[Path, Path], str]
 PY = sys.executable
@@ -185,6 +198,22 @@ REJECTIONS: list[tuple[str, Maker, str]] = [
     ("bad_args_missing", json_trigger("bk.json", {"job": "backup"}), "bad_args"),
     ("bad_args_unknown", json_trigger("db.json", {"job": "dbcheck", "args": {"x": 1}}), "bad_args"),
     ("bad_args_command", json_trigger("cmd.json", {"job": "command"}), "bad_args"),
+    (
+        "argv_builtin_command",
+        json_trigger("id.json", {"job": "command", "args": {"argv": ["/usr/bin/id"]}}),
+        "bad_args",
+    ),
+    (
+        "argv_configured",
+        json_trigger("argv.json", {"job": "hello", "args": {"argv": ["/usr/bin/id"]}}),
+        "bad_args",
+    ),
+    (
+        "env_configured",
+        json_trigger("env.json", {"job": "hello", "args": {"env": {"GREETING": "hi"}}}),
+        "bad_args",
+    ),
+    ("path_nul_byte", backup_to("nul.json", lambda t: f"{t}/backups/a\x00b"), "bad_args"),
     ("path_outside", backup_to("out.json", lambda t: str(t / "outside")), "path_not_allowed"),
     (
         "path_dot_dot",
@@ -224,6 +253,27 @@ def test_rejection(
     assert count(svc, "job.started", ran(name)) == 0
     assert_serving(svc, spool)
     assert svc.proc.poll() is None
+
+
+BAD_NAMES = [b"dbcheck.\xff\xfe", b"dbcheck." + b"x" * (MAX_NAME + 30)]
+
+
+@pytest.mark.parametrize("raw", BAD_NAMES, ids=["not_utf8", "too_long"])
+def test_bad_name_is_rejected(raw: bytes, data_dir: Path, service: Start) -> None:
+    """A trigger whose name is not UTF-8 or too long to file is ``bad_name``; service goes on."""
+    svc = service()
+    spool = spool_of(data_dir)
+    staged = spool / ".bad.staging"
+    staged.write_bytes(b"")
+    mark = svc.mark()
+    os.rename(staged, os.fsdecode(os.fsencode(spool) + b"/" + raw))
+    event = svc.wait_for("trigger.rejected", lambda e: e["watcher"]["reason"] == "bad_name", mark)
+    filed = os.fsdecode(raw[:MAX_NAME])
+    assert event["watcher"]["trigger"]["moved_to"] == shown(str(spool / "failed" / filed))
+    assert os.path.lexists(spool / "failed" / filed)
+    assert result(spool, "failed", filed, "error")["reason"] == "bad_name"
+    assert not os.path.lexists(os.fsdecode(os.fsencode(spool) + b"/" + raw))
+    assert_serving(svc, spool)
 
 
 def test_owner_allowed_by_config(data_dir: Path, tmp_path: Path, service: Start) -> None:
@@ -562,8 +612,8 @@ def test_command_job_output_in_result(data_dir: Path, tmp_path: Path, service: S
     assert doc["result"]["stdout"] == "hello from hello trigger -\n"
     assert doc["result"]["stderr"] == "to stderr\n"
     assert "maintenance.hold_added" not in svc.actions()[mark:]
-    run_trigger(svc, spool, "greet.json", {"job": "hello", "args": {"env": {"GREETING": "hi"}}})
-    assert result(spool, "done", "greet.json")["result"]["stdout"].endswith(" hi\n")
+    run_trigger(svc, spool, "tuned.json", {"job": "hello", "args": {"timeout": "30s"}})
+    assert result(spool, "done", "tuned.json")["result"]["stdout"].endswith(" trigger -\n")
 
 
 def test_failing_command_lands_in_failed(data_dir: Path, tmp_path: Path, service: Start) -> None:
@@ -652,3 +702,101 @@ def test_cli_trigger_while_down(data_dir: Path, service: Start) -> None:
     svc = service(wait_ready=False)
     svc.wait_for("job.finished", ran(name))
     assert result(spool_of(data_dir), "done", name)["status"] == "finished"
+
+
+# --- after a crash: which holds stay ----------------------------------------------------
+
+
+def test_interrupted_command_job_releases_its_hold(
+    data_dir: Path, tmp_path: Path, service: Start
+) -> None:
+    """A crash-interrupted command job that held maintenance releases it: it moves no data."""
+    config = config_file(
+        tmp_path,
+        extra='[[jobs]]\nname = "reindex"\ntype = "command"\nargv = ["true"]\n'
+        "maintenance = true\n",
+    )
+    stopped_once(service, config)
+    spool, state_dir = spool_of(data_dir), data_dir / "mw" / "watcher"
+    # The kill point: the job's hold is saved and the maint file written for it, the
+    # journal says it started, the trigger is still claimed.
+    hold = Hold("job", "reindex", since=datetime.now(UTC), message="job reindex running")
+    content = decide((hold,), datetime.now(UTC), "The system is under maintenance.")
+    assert content is not None
+    stamp = FileStamp.of(write_atomic(maint(data_dir), content.render()))
+    store = StateStore(state_dir)
+    saved, _ = store.load()
+    store.save(replace(saved, holds=(hold,), written=stamp, entered_at=hold.since))
+    ident = "1700000000000000000-reindex"
+    (spool / ".claimed" / ident).touch()
+    Journal(state_dir).append(
+        {"event": "started", "id": ident, "file": "reindex", "job": "reindex",
+         "at": hold.since.isoformat()}
+    )
+    svc = service(config)
+    svc.wait_for("job.interrupted", ran("reindex"))
+    released = svc.wait_for("maintenance.hold_released")
+    assert released["watcher"]["hold"]["name"] == "reindex"
+    assert not maint(data_dir).exists()
+    assert result(spool, "failed", "reindex")["status"] == "interrupted"
+    assert svc.stop() == 0
+    after, _ = StateStore(state_dir).load_readonly()
+    assert after.holds == ()
+
+
+# --- a full disk ------------------------------------------------------------------------
+
+
+def fill(fs: Path) -> None:
+    """Write one file until the filesystem has no space left at all."""
+    fd = os.open(fs / "filler", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    chunk = b"\0" * (1024 * 1024)
+    try:
+        while True:
+            os.write(fd, chunk)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+
+
+def about_file(name: str) -> Callable[[Doc], bool]:
+    return lambda e: e["watcher"].get("trigger", {}).get("file") == name
+
+
+@pytest.mark.root
+def test_full_disk_never_stops_the_service(tmp_path: Path, service: Start) -> None:
+    """On a full disk triggers wait where they are (at run time and at start), the service
+    keeps serving, and they are filed once there is space again."""
+    with small_filesystem(tmp_path, 32) as fs, service_at(service, fs / "data") as start:
+        root = fs / "data"
+        create_demo(root)
+        config = write_config(
+            tmp_path / "watcher.toml",
+            '[disk]\nwarn = "4MiB"\nmaintenance = "2MiB"\ncritical = "1MiB"\n',
+        )
+        svc = start(config)
+        spool = spool_of(root)
+        for name, body in (("broken.json", b"{"), ("dbcheck.full", b"")):
+            (spool / f".{name}.staging").write_bytes(body)
+        fill(fs)
+        mark = svc.mark()
+        for name in ("broken.json", "dbcheck.full"):
+            os.rename(spool / f".{name}.staging", spool / name)
+            warning = svc.wait_for("disk.reminder", about_file(name), after=mark)
+            assert warning["log.level"] == "critical"
+        assert (spool / "broken.json").exists()
+        assert svc.proc.poll() is None
+        svc.kill()
+
+        again = start(config)  # a restart on the full disk reaches service.ready
+        again.wait_for("disk.reminder", about_file("broken.json"))
+        assert (spool / "broken.json").exists()
+        mark = again.mark()
+        (fs / "filler").unlink()
+        rejected = again.wait_for("trigger.rejected", about("broken.json"), after=mark)
+        assert rejected["watcher"]["reason"] == "bad_json"
+        assert result(spool, "failed", "broken.json", "error")["reason"] == "bad_json"
+        eventually(lambda: len(filed_in(spool, "dbcheck.full.result.json")) == 1)
+        assert_serving(again, spool)
+        assert again.stop() == 0

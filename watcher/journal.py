@@ -7,6 +7,7 @@ ignored. The journal is compacted at start-up to the triggers still unfinished.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,8 +29,15 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, orjson.dumps(dict(record)) + b"\n")
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                line = orjson.dumps(dict(record)) + b"\n"
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, "short write to the journal")
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)  # no torn line for the next record to be glued onto
+                raise
         finally:
             os.close(fd)
 

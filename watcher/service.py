@@ -278,7 +278,7 @@ class Service:
         if self._stopping:
             return
         for path in pending(control_dir(self.config.paths.spool)):
-            request = take(path)
+            request = take(path, self.config.trigger.allowed_uids)
             if request is None:
                 continue
             response = self._handle_request(request)

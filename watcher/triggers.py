@@ -1,27 +1,52 @@
 """Drop-in triggers (DESIGN §5): a file in the spool starts a job, exactly once.
 
 A regular file ``<job>``, ``<job>.<anything>`` or ``*.json`` (``{"job": …, "args": {…}}``)
-in the spool requests that job; for a non-JSON name the content is not read. Dot-files,
-``*.tmp`` and ``*.part`` are ignored (that is how writers stage a file). A file is taken
-when it is complete: renamed into place or closed by its writer (inotify, at once), or —
-when only a scan sees it — once its size and mtime are unchanged across two looks.
+in the spool requests that job; for a non-JSON name the content is not read (not even
+opened). Dot-files, ``*.tmp`` and ``*.part`` are ignored (that is how writers stage a file).
+A file is taken when it is complete: renamed into place or closed by its writer (inotify,
+at once), or — when only a scan sees it — once its size and mtime are unchanged across two
+looks.
 
 Checks, each a ``trigger.rejected`` with the file moved to ``failed/`` beside
-``<name>.error.json``: symlink, not a regular file, larger than ``max_size``, owner not in
-``allowed_uids`` (default: watcher's uid and root), bad JSON, unknown job, bad arguments,
-or a path argument outside ``allowed_paths`` (none allowed when that list is empty).
+``<name>.error.json`` and a stable ``reason``: ``symlink``, ``not_regular``, ``too_large``
+(over ``max_size``), ``owner`` (not in ``allowed_uids``; default: watcher's uid and root),
+``bad_name`` (not UTF-8, or longer than 200 bytes: it could not be recorded or filed),
+``unreadable`` (the file cannot be opened or read, e.g. a root-owned 0600 file while watcher
+runs unprivileged), ``bad_json``, ``unknown_job``, ``bad_args``, or ``path_not_allowed`` (a
+path argument outside ``allowed_paths``; none allowed when that list is empty). A JSON
+trigger is read through one descriptor — opened without following symlinks and without
+blocking, checked again with ``fstat`` (regular, owner, size) and read at most
+``max_size + 1`` bytes — so what is checked is what is read.
+
+A trigger may never set ``argv`` or ``env`` (``bad_args``: they come from the
+configuration only): it chooses a job and tunes it, it does not say what program runs or
+with which environment. The built-in ``command`` type used by its name, with no configured
+job behind it, therefore has no ``argv`` and is rejected.
 
 Accepted: ``trigger.accepted``, claimed by an atomic rename into ``.claimed/``, run; the
 journal records ``started`` (fsynced before the job starts) and ``finished``. The file ends
-in ``done/`` or ``failed/`` with ``<name>.result.json``. After a crash, a claimed trigger
-that never started simply runs; one that started and never finished is
-``job.interrupted`` and goes to ``failed/`` — or runs again if its job is configured
-``retry_safe = true``. Its job hold is released, except for jobs that move data and are not
-retry-safe (restore, archive): that hold stays, marked interrupted, until ``watcher leave``.
+in ``done/`` or ``failed/`` with ``<name>.result.json``. Progress goes to ``.progress/``,
+best-effort (no fsync; a failed write is skipped).
+
+After a crash, a claimed trigger that never started simply runs; one that started and never
+finished is ``job.interrupted`` and goes to ``failed/``. It runs again only when its job is
+configured ``retry_safe = true``: the operator's word, never the job type's own
+``retry_safe`` (which says the job *could* be re-run, not that this site wants it). Its job
+hold is released, except for job types that move data — ``restore`` and ``archive``, and
+plugins declaring ``moves_data = True`` — whose interruption may leave data half-moved:
+that hold stays, marked interrupted, until ``watcher leave`` or the maint file is removed.
+
+No space (ENOSPC/EDQUOT) never stops the service: a trigger that cannot be rejected or
+filed for lack of space (or any other error writing its result) stays where it is — in the
+spool, or in ``.claimed/`` with its result still to write — a ``disk.reminder`` event (for
+another error: ``trigger.rejected`` or ``job.failed``) names it once, and it is tried again
+on every later scan (about once a second) until it is filed. A job whose ``started`` record
+cannot be written does not run (``job.failed``, ``reason = "insufficient_space"``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -33,11 +58,11 @@ from typing import Any
 import orjson
 
 from watcher.atomic import fsync_dir, write_atomic
-from watcher.bus import EventBus
+from watcher.bus import NO_SPACE, EventBus
 from watcher.config import Config, JobConfig
 from watcher.controller import Clock, Controller
 from watcher.jobs import BUILTIN_JOBS, job_type
-from watcher.jobs.base import ArgumentError, Job, Progress
+from watcher.jobs.base import Job, JobFailed, Progress
 from watcher.jobs.runner import JobOutcome, JobRunner, request_for
 from watcher.journal import Journal
 from watcher.plugins import PluginError
@@ -45,6 +70,10 @@ from watcher.plugins import PluginError
 IGNORED_SUFFIXES = (".tmp", ".part")
 PENDING_RESULT = ".result.json"  # in .claimed/: a finished trigger's result before its move
 FULL_SCAN_EVERY = 10.0  # seconds; in between, a scan lists the spool only if its mtime moved
+MAX_NAME = 200  # bytes: room for the claim's and the results' additions within NAME_MAX (255)
+CONFIG_ONLY_ARGS = ("argv", "env")  # what a trigger may never set
+DATA_MOVING_TYPES = ("restore", "archive")  # built-ins whose interruption keeps the hold
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class Rejected(Exception):
@@ -59,6 +88,19 @@ class Rejected(Exception):
 def wanted(name: str) -> bool:
     """Whether a spool entry's name is a trigger candidate at all."""
     return not name.startswith(".") and not name.endswith(IGNORED_SUFFIXES)
+
+
+def shown(text: str) -> str:
+    """``text`` safe for JSON: bytes that are not UTF-8 (a file name's) as ``\\xNN``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def check_name(name: str) -> None:
+    """Reject a name that could not be recorded (not UTF-8) or filed (too long)."""
+    if shown(name) != name:
+        raise Rejected("bad_name", f"the file name {shown(name)!r} is not valid UTF-8")
+    if len(os.fsencode(name)) > MAX_NAME:
+        raise Rejected("bad_name", f"the file name is longer than {MAX_NAME} bytes")
 
 
 def parse_trigger(name: str, content: bytes | None) -> tuple[str, dict[str, Any]]:
@@ -80,6 +122,16 @@ def parse_trigger(name: str, content: bytes | None) -> tuple[str, dict[str, Any]
     return body["job"], args
 
 
+def check_trigger_args(args: Mapping[str, Any]) -> None:
+    """A trigger chooses and tunes a job; what runs, and its environment, are the config's."""
+    given = [key for key in CONFIG_ONLY_ARGS if key in args]
+    if given:
+        raise Rejected(
+            "bad_args",
+            f"{', '.join(given)}: argv and env come from the configuration only",
+        )
+
+
 def confine_paths(args: Mapping[str, Any], names: tuple[str, ...], roots: tuple[Path, ...]) -> None:
     """Reject path arguments that resolve outside the allowed roots (``..``, symlinks)."""
     for name in names:
@@ -93,7 +145,12 @@ def confine_paths(args: Mapping[str, Any], names: tuple[str, ...], roots: tuple[
         value = args[name]
         if not isinstance(value, str) or not value:
             raise Rejected("bad_args", f"{name}: expected a path")
-        resolved = Path(value).resolve()
+        if "\0" in value:
+            raise Rejected("bad_args", f"{name}: a path may not contain a NUL character")
+        try:
+            resolved = Path(value).resolve()
+        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise Rejected("bad_args", f"{name}: cannot resolve {value!r}: {exc}") from None
         if not any(resolved.is_relative_to(root) for root in roots):
             allowed = ", ".join(str(r) for r in roots)
             raise Rejected("path_not_allowed", f"{name}: {resolved} is not under {allowed}")
@@ -105,6 +162,60 @@ def job_config(config: Config, name: str) -> JobConfig | None:
     if found is None and name in BUILTIN_JOBS:
         found = JobConfig(name=name, type=name)
     return found
+
+
+def moves_data(impl: object, type_name: str) -> bool:
+    """Whether an interrupted run of this job type may have left data half-moved."""
+    return bool(getattr(impl, "moves_data", type_name in DATA_MOVING_TYPES))
+
+
+def check_file(st: os.stat_result, max_size: int, allowed_uids: tuple[int, ...]) -> None:
+    """The checks on the file itself: no symlink, regular, not too large, allowed owner."""
+    if stat.S_ISLNK(st.st_mode):
+        raise Rejected("symlink", "trigger files may not be symbolic links")
+    if not stat.S_ISREG(st.st_mode):
+        raise Rejected("not_regular", "not a regular file")
+    if st.st_size > max_size:
+        raise Rejected("too_large", f"{st.st_size} bytes; the limit is {max_size}")
+    allowed = allowed_uids or (os.getuid(), 0)
+    if st.st_uid not in allowed:
+        raise Rejected("owner", f"owned by uid {st.st_uid}; allowed: {list(allowed)}")
+
+
+def read_trigger(
+    path: Path, max_size: int, allowed_uids: tuple[int, ...]
+) -> tuple[os.stat_result, bytes]:
+    """The file's content, read through one descriptor checked with ``fstat``.
+
+    Never follows a symlink, never blocks (a FIFO swapped in), never reads more than
+    ``max_size + 1`` bytes. ``FileNotFoundError`` when it is gone; ``Rejected`` otherwise.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if os.path.islink(path):  # ELOOP: replaced by a symlink since the lstat
+            raise Rejected("symlink", "trigger files may not be symbolic links") from None
+        raise Rejected("unreadable", f"cannot open the file: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        check_file(st, max_size, allowed_uids)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_size:
+            chunk = os.read(fd, max_size + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise Rejected("unreadable", f"cannot read the file: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > max_size:
+        raise Rejected("too_large", f"more than {max_size} bytes; the limit is {max_size}")
+    return st, b"".join(chunks)
 
 
 class Spool:
@@ -133,6 +244,10 @@ class Spool:
         self._looks: dict[str, tuple[int, int]] = {}
         self._dir_mtime = -1
         self._full_scan_at = 0.0
+        # What could not be completed (no space, mostly), by key, with how to try again;
+        # ``_warned``: the keys whose event has been emitted (once while stuck).
+        self._retry: dict[str, Callable[[], None]] = {}
+        self._warned: set[str] = set()
 
     def prepare(self) -> None:
         for directory in (self.dir, self.done, self.failed, self.claimed, self.progress_dir):
@@ -149,22 +264,30 @@ class Spool:
             self.take(name)
 
     def scan(self, *, force: bool = False) -> None:
-        """Look at the spool; a file seen unchanged on two looks is complete."""
+        """Look at the spool; a file seen unchanged on two looks is complete.
+
+        First, try again what could not be completed before (a full disk).
+        """
+        self._retry_stuck()
         try:
             mtime = os.stat(self.dir).st_mtime_ns
-        except FileNotFoundError:
+        except OSError:
             return
         now = time.monotonic()
         if not (force or self._looks or mtime != self._dir_mtime or now >= self._full_scan_at):
             return
         self._dir_mtime, self._full_scan_at = mtime, now + FULL_SCAN_EVERY
         looks: dict[str, tuple[int, int]] = {}
-        for entry in os.scandir(self.dir):
+        try:
+            entries = list(os.scandir(self.dir))
+        except OSError:
+            return
+        for entry in entries:
             if not wanted(entry.name) or entry.name in ("done", "failed"):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
+            except OSError:
                 continue
             key = (st.st_size, st.st_mtime_ns)
             if not stat.S_ISREG(st.st_mode) or self._looks.get(entry.name) == key:
@@ -173,17 +296,25 @@ class Spool:
                 looks[entry.name] = key
         self._looks = looks
 
+    def _retry_stuck(self) -> None:
+        for key, retry in list(self._retry.items()):
+            del self._retry[key]
+            retry()
+            if key not in self._retry:
+                self._warned.discard(key)
+
     # --- validating and claiming ---------------------------------------------------------
 
     def take(self, name: str) -> None:
-        """Validate one spool entry; reject it or claim it and queue its job."""
+        """Validate one spool entry; reject it or claim it and queue its job. Never raises."""
         path = self.dir / name
+        key = f"take:{name}"
         try:
             job, impl, args = self._validate(path, name)
         except FileNotFoundError:
             return  # gone already (taken by an earlier event, or withdrawn)
         except Rejected as exc:
-            self._reject(path, exc)
+            self._reject(path, exc, name, key, lambda: self.take(name))
             return
         ident = f"{time.time_ns()}-{name}"
         claimed = self.claimed / ident
@@ -191,7 +322,20 @@ class Spool:
             os.rename(path, claimed)
         except FileNotFoundError:
             return
-        fsync_dir(self.dir)
+        except OSError as exc:
+            self._stuck(
+                key,
+                lambda: self.take(name),
+                exc,
+                what=f"trigger {name} could not be claimed",
+                where=self.dir,
+                other="trigger.rejected",
+                trigger={"file": name, "moved_to": None},
+                reason="not_claimed",
+            )
+            return
+        with contextlib.suppress(OSError):
+            fsync_dir(self.dir)
         self.bus.emit(
             "trigger.accepted",
             f"trigger {name} accepted: job {job.name}",
@@ -201,19 +345,20 @@ class Spool:
         self._submit(ident, name, job, impl, args)
 
     def _validate(self, path: Path, name: str) -> tuple[JobConfig, Job, dict[str, Any]]:
+        """What the file asks for; raises ``Rejected``, or ``FileNotFoundError`` when gone."""
         cfg = self.config()
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            raise Rejected("symlink", "trigger files may not be symbolic links")
-        if not stat.S_ISREG(st.st_mode):
-            raise Rejected("not_regular", "not a regular file")
-        if st.st_size > cfg.trigger.max_size:
-            raise Rejected("too_large", f"{st.st_size} bytes; the limit is {cfg.trigger.max_size}")
-        allowed = cfg.trigger.allowed_uids or (os.getuid(), 0)
-        if st.st_uid not in allowed:
-            raise Rejected("owner", f"owned by uid {st.st_uid}; allowed: {list(allowed)}")
-        content = path.read_bytes() if name.endswith(".json") else None
+        limits = (cfg.trigger.max_size, cfg.trigger.allowed_uids)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise Rejected("unreadable", f"cannot look at the file: {exc.strerror}") from None
+        check_name(name)
+        check_file(st, *limits)
+        content = read_trigger(path, *limits)[1] if name.endswith(".json") else None
         job_name, trigger_args = parse_trigger(name, content)
+        check_trigger_args(trigger_args)
         job = job_config(cfg, job_name)
         if job is None:
             raise Rejected("unknown_job", f"no job named {job_name!r}")
@@ -225,26 +370,73 @@ class Spool:
         args = {**job.args, **trigger_args}
         try:
             impl.check_args(args)
-        except ArgumentError as exc:
+        except (ValueError, TypeError, OSError) as exc:  # ArgumentError is a ValueError
             raise Rejected("bad_args", str(exc)) from None
         return job, impl, args
 
-    def _reject(self, path: Path, exc: Rejected, name: str | None = None) -> None:
-        name = name or path.name
-        target = self._unique(self.failed, name)
-        error = self._write_result(target, "error", {"reason": exc.reason, "message": exc.message})
+    def _reject(
+        self, path: Path, exc: Rejected, name: str, key: str, retry: Callable[[], None]
+    ) -> None:
+        """File ``path`` in ``failed/`` with its error; where that fails, it stays for later."""
+        target = self._unique(self.failed, filed_name(name))
+        body = {"trigger": shown(name), "reason": exc.reason, "message": exc.message}
         try:
-            os.rename(path, target)
-        except FileNotFoundError:
-            error.unlink(missing_ok=True)
+            error = self._write_result(target, "error", body)
+            try:
+                os.rename(path, target)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    error.unlink()
+                if not os.path.lexists(path):
+                    return  # gone meanwhile (taken by an earlier event, or withdrawn)
+                raise
+        except OSError as err:
+            self._stuck(
+                key,
+                retry,
+                err,
+                what=f"trigger {shown(name)} could not be moved to failed/ ({exc.message})",
+                where=path.parent,
+                other="trigger.rejected",
+                trigger={"file": shown(name), "moved_to": None},
+                reason=exc.reason,
+            )
             return
         self.bus.emit(
             "trigger.rejected",
-            f"trigger {name} rejected: {exc.message}",
+            f"trigger {shown(name)} rejected: {exc.message}",
             level="warning",
-            trigger={"file": name, "moved_to": str(target)},
+            trigger={"file": shown(name), "moved_to": shown(str(target))},
             reason=exc.reason,
         )
+
+    def _stuck(
+        self,
+        key: str,
+        retry: Callable[[], None],
+        exc: OSError,
+        *,
+        what: str,
+        where: Path,
+        other: str,
+        **fields: Any,
+    ) -> None:
+        """``what`` could not be done (``exc``): try again on every scan, and say so once —
+        ``disk.reminder`` for no space (and the disk is looked at now), else ``other``."""
+        self._retry[key] = retry
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        kept_in = shown(str(where))
+        later = f"it stays in {kept_in} and is tried again"
+        error = exc.strerror or str(exc)
+        fields = {**fields, "error": error, "kept_in": kept_in}
+        if exc.errno in NO_SPACE:
+            self.bus.emit("disk.reminder", f"{what}: no space left; {later}", "critical", **fields)
+            for callback in self.controller.on_no_space:
+                callback()
+        else:
+            self.bus.emit(other, f"{what} ({error}); {later}", "error", **fields)
 
     # --- running -------------------------------------------------------------------------
 
@@ -252,24 +444,36 @@ class Spool:
         self, ident: str, name: str, job: JobConfig, impl: Job, args: dict[str, Any]
     ) -> None:
         def started() -> None:
-            self.journal.append(
-                {
-                    "event": "started",
-                    "id": ident,
-                    "file": name,
-                    "job": job.name,
-                    "at": _iso(self.clock()),
-                }
-            )
+            record = {
+                "event": "started",
+                "id": ident,
+                "file": name,
+                "job": job.name,
+                "type": job.type,
+                "at": _iso(self.clock()),
+            }
+            try:
+                self.journal.append(record)
+            except OSError as exc:
+                if exc.errno not in NO_SPACE:
+                    raise
+                raise JobFailed(
+                    "insufficient_space",
+                    f"the trigger journal could not be written ({exc.strerror}): "
+                    "the job did not start",
+                ) from None
 
         def done(outcome: JobOutcome) -> None:
             self._finish(ident, name, outcome.status, outcome.to_dict())
 
         def progress(p: Progress) -> None:
-            write_atomic(self.progress_dir / f"{name}.json", orjson.dumps(p.__dict__))
+            with contextlib.suppress(OSError):  # best-effort: the next report replaces it
+                write_atomic(
+                    self.progress_dir / f"{name}.json", orjson.dumps(p.__dict__), durable=False
+                )
 
-        self.runner.submit(
-            request_for(
+        try:
+            request = request_for(
                 job,
                 impl,
                 source="trigger",
@@ -279,34 +483,65 @@ class Spool:
                 on_done=done,
                 on_progress=progress,
             )
-        )
+        except (ValueError, TypeError, OSError) as exc:  # checked once already; a plugin's whim
+            failure = {"status": "failed", "reason": "bad_args", "message": str(exc)}
+            self._finish(ident, name, "failed", failure)
+            return
+        self.runner.submit(request)
 
     def _finish(self, ident: str, name: str, status: str, result: dict[str, Any]) -> None:
         """Result first (beside the claim, naming where the file goes), then the moves, then
-        the journal: a crash at any point leaves what ``recover`` needs to complete it."""
-        target = self._unique(self.done if status == "finished" else self.failed, name)
-        body = {"trigger": name, "id": ident, "moved_to": str(target), **result}
-        write_atomic(
-            self._pending_result(ident), orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str)
-        )
-        self._complete(ident, name, target)
+        the journal: a crash at any point leaves what ``recover`` needs to complete it. What
+        cannot be written now (no space) stays as it is and is tried again. Never raises."""
+        try:
+            target = self._pending_target(ident)
+            if target is None:
+                target = self._unique(self.done if status == "finished" else self.failed, name)
+                body = {"trigger": name, "id": ident, "moved_to": str(target), **result}
+                write_atomic(
+                    self._pending_result(ident),
+                    orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str),
+                )
+            self._complete(ident, name, target)
+        except OSError as exc:
+            self._stuck(
+                f"finish:{ident}",
+                lambda: self._finish(ident, name, status, result),
+                exc,
+                what=f"the result of trigger {name} ({status}) could not be filed",
+                where=self.claimed,
+                other="job.failed",
+                trigger={"file": name, "id": ident},
+                job={"source": "trigger", "trigger": name},
+                reason="not_filed",
+            )
 
     def _pending_result(self, ident: str) -> Path:
         return self.claimed / f"{ident}{PENDING_RESULT}"
 
-    def _complete(self, ident: str, name: str, target: Path) -> None:
+    def _pending_target(self, ident: str) -> Path | None:
+        """Where a finished trigger goes, from its pending result; ``None`` if there is none."""
         try:
-            os.rename(self.claimed / ident, target)
+            body = orjson.loads(self._pending_result(ident).read_bytes())
+            return Path(body["moved_to"])
         except FileNotFoundError:
-            pass  # moved before a crash
-        os.rename(self._pending_result(ident), target.with_name(f"{target.name}.result.json"))
+            return None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None  # not one we wrote whole: written again
+
+    def _complete(self, ident: str, name: str, target: Path) -> None:
+        """The moves and the journal record; each step may already be done (a retry)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.claimed / ident, target)  # moved before a crash, or a failed try
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self._pending_result(ident), target.with_name(f"{target.name}.result.json"))
         fsync_dir(target.parent)
         (self.progress_dir / f"{name}.json").unlink(missing_ok=True)
         self.journal.append({"event": "finished", "id": ident})
 
     def _unique(self, directory: Path, name: str) -> Path:
         target = directory / name
-        return target if not target.exists() else directory / f"{name}.{time.time_ns()}"
+        return target if not os.path.lexists(target) else directory / f"{name}.{time.time_ns()}"
 
     def _write_result(self, moved: Path, kind: str, body: dict[str, Any]) -> Path:
         path = moved.with_name(f"{moved.name}.{kind}.json")
@@ -316,28 +551,43 @@ class Spool:
     # --- after a crash -------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Settle triggers a crash left behind: run the unstarted, report the interrupted."""
-        unfinished = self.journal.unfinished()
+        """Settle triggers a crash left behind: run the unstarted, report the interrupted.
+
+        Never raises: what cannot be settled now (no space) is tried again on later scans.
+        """
+        try:
+            unfinished = self.journal.unfinished()
+            leftovers = sorted(self.claimed.iterdir())
+        except OSError as exc:
+            self._stuck(
+                "recover",
+                self.recover,
+                exc,
+                what="claimed triggers could not be settled (journal or spool unreadable)",
+                where=self.claimed,
+                other="disk.reminder",
+            )
+            return
         for ident, record in unfinished.items():
             self._interrupted(ident, record)
-        for claimed in sorted(self.claimed.iterdir()):
+        for claimed in leftovers:
             if claimed.name.startswith("."):
-                claimed.unlink(missing_ok=True)  # a temp file a crash left mid-write
+                with contextlib.suppress(OSError):
+                    claimed.unlink(missing_ok=True)  # a temp file a crash left mid-write
             elif claimed.name not in unfinished and not claimed.name.endswith(PENDING_RESULT):
                 self._resume(claimed.name)
-        self.journal.compact()
+        with contextlib.suppress(OSError):  # no space: the journal stays as long as it is
+            self.journal.compact()
 
     def _interrupted(self, ident: str, record: dict[str, Any]) -> None:
         name, job_name = record.get("file", ident), record.get("job", "")
-        cfg = self.config()
-        job = job_config(cfg, job_name)
-        pending = self._pending_result(ident)
-        if pending.exists():  # it had finished; a crash cut the bookkeeping short
-            target = Path(orjson.loads(pending.read_bytes())["moved_to"])
-            self._complete(ident, name, target)
+        if self._pending_target(ident) is not None:
+            # It had finished; a crash cut the bookkeeping short (the result says all).
+            self._finish(ident, name, "finished", {})
             return
-        if not (self.claimed / ident).exists():
-            self.journal.append({"event": "finished", "id": ident, "status": "unknown"})
+        if not os.path.lexists(self.claimed / ident):
+            with contextlib.suppress(OSError):
+                self.journal.append({"event": "finished", "id": ident, "status": "unknown"})
             return
         self.bus.emit(
             "job.interrupted",
@@ -345,22 +595,19 @@ class Spool:
             level="warning",
             job={"name": job_name, "source": "trigger", "trigger": name},
         )
-        keep_hold = False
-        if job is not None:
-            try:
-                impl = job_type(job.type)
-                maintenance = (
-                    job.maintenance if job.maintenance is not None else impl.maintenance_default
-                )
-                keep_hold = maintenance and not impl.retry_safe
-            except PluginError:
-                keep_hold = False
-        if keep_hold:
+        job = job_config(self.config(), job_name)
+        type_name = record.get("type") or (job.type if job is not None else "")
+        try:
+            impl: object = job_type(type_name) if type_name else None
+        except PluginError:
+            impl = None
+        if type_name and moves_data(impl, type_name):
             self.controller.set_holds_interrupted({job_name})
         else:
             self.controller.release("job", job_name, why="interrupted")
-        if job is not None and job.retry_safe:
-            self.journal.append({"event": "finished", "id": ident, "status": "retried"})
+        if job is not None and job.retry_safe is True:  # the config's word only
+            with contextlib.suppress(OSError):
+                self.journal.append({"event": "finished", "id": ident, "status": "retried"})
             self._resume(ident)
             return
         self._finish(ident, name, "interrupted", {"status": "interrupted", "job": job_name})
@@ -368,10 +615,11 @@ class Spool:
     def _resume(self, ident: str) -> None:
         """Run a claimed trigger that never started (or may safely start again)."""
         name = ident.split("-", 1)[1] if "-" in ident else ident
+        path = self.claimed / ident
         try:
-            job, impl, args = self._validate(self.claimed / ident, name)
+            job, impl, args = self._validate(path, name)
         except Rejected as exc:
-            self._reject(self.claimed / ident, exc, name)
+            self._reject(path, exc, name, f"resume:{ident}", lambda: self._resume(ident))
             return
         except FileNotFoundError:
             return
@@ -389,6 +637,12 @@ class Spool:
                 job={"name": hold.name},
             )
             self.controller.release("job", hold.name, why="interrupted")
+
+
+def filed_name(name: str) -> str:
+    """The name a trigger is filed under: its own, cut to ``MAX_NAME`` bytes if longer."""
+    raw = os.fsencode(name)
+    return name if len(raw) <= MAX_NAME else os.fsdecode(raw[:MAX_NAME])
 
 
 def _iso(moment: datetime) -> str:
