@@ -150,11 +150,7 @@ def cmd_check_db(args: argparse.Namespace) -> int:
         raise CommandError(f"no database directory {config.paths.data}")
     report = check_databases(config.paths.data, optimise=False, maint_file=config.paths.maint_file)
     text = format_report(report)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-        print(f"report written to {args.output}")
-    else:
-        print(text)
+    _deliver(text, args.output)
     if report.corrupt:
         print(f"CORRUPT: {', '.join(report.corrupt)}", file=sys.stderr)
         return EXIT_FAILURE
@@ -172,12 +168,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
     else:
         text = format_report(report)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-        print(f"report written to {args.output}")
+    _deliver(text, args.output)
+    return EXIT_OK if report["config_check"]["ok"] else EXIT_FAILURE
+
+
+def _deliver(text: str, output: str | None) -> None:
+    """A report to ``--output F``, or to stdout."""
+    if output:
+        Path(output).write_text(text + "\n")
+        print(f"report written to {output}")
     else:
         print(text)
-    return EXIT_OK if report["config_check"]["ok"] else EXIT_FAILURE
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
