@@ -66,6 +66,11 @@ MISTAKES: dict[str, tuple[str, str, str]] = {
         "jobs[0].at",
         "granularity",
     ),
+    "log file in a missing directory": (
+        HEAD + '[[handlers]]\ntype = "log"\ntarget = "/nonexistent/dir/events.json"\n',
+        "handlers[0].target",
+        "does not exist",
+    ),
     "window with no days": (
         HEAD + window("02:00", "03:00") + "days = []\n",
         "maintenance.windows[0].days",

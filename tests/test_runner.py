@@ -433,7 +433,7 @@ async def test_dbcheck_corruption_holds_until_leave(tmp_path: Path) -> None:
         assert "bad.db" in rig.maint_file.read_text()
         assert rig.index("db.corrupt", "dbcheck") < rig.index("job.finished", "dbcheck")
 
-        leave(rig.controller, running=set(rig.runner.running))
+        leave(rig.controller, running=rig.runner.running_names)
         assert rig.job_holds() == [] and not rig.maint_file.exists()
 
 

@@ -483,6 +483,8 @@ def _handler(raw: object, key: str, out: _Collector) -> HandlerConfig:
         retries=section.get("retries", _count, d.retries),
         options={k: v for k, v in section.data.items() if k not in section.seen},
     )
+    if kind == "log" and handler.target != "stdout" and not Path(handler.target).parent.is_dir():
+        out.add(section.key("target"), f"directory {Path(handler.target).parent} does not exist")
     if kind == "command" and not handler.argv:
         out.add(section.key("argv"), "a command handler needs a non-empty argv list")
     if kind == "webhook" and not handler.url.startswith(("http://", "https://")):

@@ -299,7 +299,7 @@ class Service:
                 self.scheduler.poke()
                 self.scheduler.open_current()
             elif op == "leave":
-                message = leave(self.controller, running=set(self.runner.running))
+                message = leave(self.controller, running=self.runner.running_names)
             elif op == "ping":
                 message = "pong"
             else:

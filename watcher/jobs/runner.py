@@ -126,7 +126,7 @@ class JobRunner:
         self.controller = controller
         self.clock = clock
         self.queue: deque[JobRequest] = deque()
-        self.running: dict[str, JobRequest] = {}
+        self.running: dict[int, JobRequest] = {}  # by id(): one job may run twice at once
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
         self._serial_busy = False
@@ -139,8 +139,8 @@ class JobRunner:
         self._wake.set()
 
     @property
-    def busy(self) -> bool:
-        return bool(self.running) or bool(self.queue)
+    def running_names(self) -> set[str]:
+        return {request.name for request in self.running.values()}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._loop_thread = threading.get_ident()
@@ -198,7 +198,7 @@ class JobRunner:
     async def _run_one(self, request: JobRequest) -> None:
         started = self.clock()
         t0 = time.monotonic_ns()
-        self.running[request.name] = request
+        self.running[id(request)] = request
         job_fields = {"name": request.name, "type": request.type, "source": request.source}
         if request.trigger:
             job_fields["trigger"] = request.trigger
@@ -253,7 +253,7 @@ class JobRunner:
             self._settle(request, outcome)  # synchronous: cannot be cancelled half-way
 
     def _settle(self, request: JobRequest, outcome: JobOutcome | None) -> None:
-        self.running.pop(request.name, None)
+        self.running.pop(id(request), None)
         if request.maintenance:
             self.controller.release("job", request.name, why="job ended")
             self._serial_busy = False
