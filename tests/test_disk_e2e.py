@@ -257,6 +257,20 @@ def hold_reasons(maint: Path) -> list[str]:
 # --- tests ----------------------------------------------------------------------------------
 
 
+def recovers_cleanly(svc: ServiceProcess, filler: Filler, maint: Path, out: Path) -> None:
+    """Space back: the disk is ok, maintenance released, no temporary files left in mw/data,
+    a clean stop, and the critical command had run first."""
+    mark = svc.mark()
+    filler.empty()
+    svc.wait_for("disk.ok", after=mark)
+    svc.wait_for("maintenance.left", after=mark)
+    assert not maint.exists()
+    leftovers = sorted(p.name for p in maint.parent.iterdir() if p.name.startswith("."))
+    assert leftovers == [], "watcher left temporary files in the application's mw/data"
+    assert svc.stop() == 0
+    assert json.loads(out.read_text().splitlines()[0])["event"]["action"] == "disk.critical"
+
+
 def test_levels_crossed_and_recovered_with_real_files(
     tmp_path: Path, on_fs: tuple[Path, Filler, Start]
 ) -> None:
@@ -392,15 +406,7 @@ def test_full_filesystem_at_start_still_enters_maintenance(
     maint = maint_of(root)
     assert maint.exists()
 
-    mark = svc.mark()
-    filler.empty()
-    svc.wait_for("disk.ok", after=mark)
-    svc.wait_for("maintenance.left", after=mark)
-    assert not maint.exists()
-    leftovers = sorted(p.name for p in maint.parent.iterdir() if p.name.startswith("."))
-    assert leftovers == [], "watcher left temporary files in the application's mw/data"
-    assert svc.stop() == 0
-    assert json.loads(out.read_text().splitlines()[0])["event"]["action"] == "disk.critical"
+    recovers_cleanly(svc, filler, maint, out)
 
 
 def test_restart_on_a_full_filesystem_holds_maintenance_with_an_empty_file(
@@ -427,12 +433,4 @@ def test_restart_on_a_full_filesystem_holds_maintenance_with_an_empty_file(
         assert failed["log.level"] == "critical"
         assert "No space left on device" in failed["watcher"]["error"]
 
-    mark = svc.mark()
-    filler.empty()
-    svc.wait_for("disk.ok", after=mark)
-    svc.wait_for("maintenance.left", after=mark)
-    assert not maint.exists()
-    leftovers = sorted(p.name for p in maint.parent.iterdir() if p.name.startswith("."))
-    assert leftovers == [], "watcher left temporary files in the application's mw/data"
-    assert svc.stop() == 0
-    assert json.loads(out.read_text().splitlines()[0])["event"]["action"] == "disk.critical"
+    recovers_cleanly(svc, filler, maint, out)
