@@ -27,9 +27,9 @@ import orjson
 
 from bench.report import Row, row
 from bench.stats import median, rate, ratio, render_rate, render_ratio
-from watcher.bus import EventBus, Subscription
 from watcher.config import HandlerConfig
-from watcher.events import Event, Origin, to_document
+from watcher.events.bus import EventBus, Subscription
+from watcher.events.record import Event, Origin, to_document
 from watcher.handlers.log import LogHandler
 
 RUNS = 5

@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from watcher.bus import EventBus, Subscription
-from watcher.events import Event, Level
+from watcher.events.bus import EventBus, Subscription
+from watcher.events.record import Event, Level
 from watcher.testing import capture_events
 
 WAIT = 15.0  # upper bound on an awaited condition; never a sleep

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServiceProcess, cli, write_config
-from watcher.config import ConfigError, HandlerConfig, load_config
-from watcher.units import Level
+from watcher.config import ConfigError, HandlerConfig
+from watcher.core.units import Level
+from watcher.registry import load_config
 
 DATA = "@DATA@"
 HEAD = f'data_dir = "{DATA}"\n'

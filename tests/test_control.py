@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Start, cli, eventually, maint
-from watcher.control import MAX_REQUEST, SETTLE, answer, control_dir, pending, submit, take
+from watcher.sources.control import MAX_REQUEST, SETTLE, answer, control_dir, pending, submit, take
 
 HOUR_AGO = 3600.0
 

@@ -11,12 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
-from watcher.bus import EventBus
 from watcher.config import PathsConfig
-from watcher.controller import Controller
-from watcher.events import Event
-from watcher.maintenance import Hold
-from watcher.state import ManualWindow
+from watcher.core.maintenance import Hold
+from watcher.events.bus import EventBus
+from watcher.events.record import Event
+from watcher.service.controller import Controller
+from watcher.service.state import ManualWindow
 from watcher.testing import capture_events
 
 DEFAULT = "The system is under maintenance."

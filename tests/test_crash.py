@@ -39,10 +39,10 @@ from tests.conftest import (
     toml,
     write_config,
 )
-from watcher.atomic import write_atomic
-from watcher.journal import Journal
-from watcher.maintenance import Hold, decide
-from watcher.state import FileStamp, ManualWindow, State, StateStore
+from watcher.core.maintenance import Hold, decide
+from watcher.service.journal import Journal
+from watcher.service.state import FileStamp, ManualWindow, State, StateStore
+from watcher.system.atomic import write_atomic
 
 ROUNDS = 60
 SLEEPY = (  # a few ms, then the trigger's name (a trigger may not set env) into the ledger

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WAIT, ServiceProcess, cli, write_config
-from watcher.cli import build_parser
+from watcher.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

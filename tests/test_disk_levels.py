@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watcher.disk import (
+from watcher.core.disklevels import (
     LEVELS,
     DiskLevel,
     GuardState,
@@ -20,7 +20,7 @@ from watcher.disk import (
     reminder_due,
     step,
 )
-from watcher.units import Level
+from watcher.core.units import Level
 
 MiB = 1024**2
 TOTAL = 10_000

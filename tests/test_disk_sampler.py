@@ -12,7 +12,8 @@ import anyio.to_thread
 import psutil  # type: ignore[import-untyped]  # reason: types-psutil is not a dependency
 import pytest
 
-from watcher.disk import Reading, filesystem_type, is_network_fs, sample, sample_with_timeout
+from watcher.core.disklevels import Reading
+from watcher.sources.disksample import filesystem_type, is_network_fs, sample, sample_with_timeout
 
 
 @pytest.fixture

@@ -15,13 +15,14 @@ from typing import Any
 import orjson
 import pytest
 
-import watcher.diskguard
-from watcher.bus import EventBus
-from watcher.config import Config, build_config
-from watcher.controller import Controller
-from watcher.disk import Reading
-from watcher.diskguard import DiskGuard
-from watcher.events import Event
+import watcher.service.diskguard
+from watcher.config import Config
+from watcher.core.disklevels import Reading
+from watcher.events.bus import EventBus
+from watcher.events.record import Event
+from watcher.registry import build_config
+from watcher.service.controller import Controller
+from watcher.service.diskguard import DiskGuard
 from watcher.testing import capture_events
 
 MiB = 1024**2
@@ -319,9 +320,9 @@ def test_operator_release_then_restart_still_rearms_after_recovery(tmp_path: Pat
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """The guard's monotonic clock, replaced in ``watcher.diskguard`` only."""
+    """The guard's monotonic clock, replaced in ``watcher.service.diskguard`` only."""
     fake = Clock()
-    monkeypatch.setattr(watcher.diskguard, "time", types.SimpleNamespace(monotonic=fake))
+    monkeypatch.setattr(watcher.service.diskguard, "time", types.SimpleNamespace(monotonic=fake))
     return fake
 
 

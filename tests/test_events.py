@@ -13,7 +13,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.conftest import ServiceProcess, cli, write_config
-from watcher.events import ECS_VERSION, Event, Origin, render_console, render_json, to_document
+from watcher.events.record import (
+    ECS_VERSION,
+    Event,
+    Origin,
+    render_console,
+    render_json,
+    to_document,
+)
 
 ECS_TOP = {"@timestamp", "log.level", "message", "ecs.version"}
 RFC3339_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")

@@ -15,13 +15,13 @@ import anyio
 import pytest
 
 from tests.conftest import ServiceProcess, cli, write_config
-from watcher.bus import EventBus, Subscription
 from watcher.config import HandlerConfig
-from watcher.events import Event, Origin, to_document
+from watcher.events.bus import EventBus, Subscription
+from watcher.events.record import Event, Origin, to_document
 from watcher.handlers import build_handler, check_handler, handler_factory
 from watcher.handlers.command import CommandFailed, CommandHandler
 from watcher.handlers.log import LogHandler
-from watcher.plugins import PluginError, import_from_string, resolve
+from watcher.system.plugins import PluginError, import_from_string, resolve
 
 WAIT = 15.0  # upper bound on an awaited condition; never a sleep
 ORIGIN = Origin(data_dir="/srv/app", host="srv1", pid=4121)

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-import watcher.space
+import watcher.jobs.space
 from watcher.jobs import archive as archive_mod
 from watcher.jobs.archive import JOB, archive, cutoff
 from watcher.jobs.base import ArgumentError, DataPaths, JobContext, JobFailed
 from watcher.jobs.manifest import hash_file, read_manifest, verify_manifest
-from watcher.space import tree_size
+from watcher.jobs.space import tree_size
 
 BEFORE = date(2026, 1, 1)
 NOW = datetime(2026, 3, 1, 12, 0).astimezone()
@@ -111,7 +111,7 @@ def test_insufficient_space_is_refused_with_the_numbers(
     paths: DataPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Archive needs twice ``mw/data`` plus the workspaces free, and says so when refused."""
-    monkeypatch.setattr(watcher.space, "free_bytes", lambda _p: 100)
+    monkeypatch.setattr(watcher.jobs.space, "free_bytes", lambda _p: 100)
     needed = 2 * tree_size(paths.data) + tree_size(paths.files / "ws1") + tree_size(
         paths.files / "ws2"
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import watcher.space
+import watcher.jobs.space
 from watcher.jobs import backup as backup_mod
 from watcher.jobs import restore as restore_mod
 from watcher.jobs.backup import JOB as BACKUP
@@ -172,7 +172,7 @@ def test_insufficient_space_is_refused_with_the_numbers(
     paths: DataPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A destination without room for the sources is refused before anything is written."""
-    monkeypatch.setattr(watcher.space, "free_bytes", lambda _p: 1000)
+    monkeypatch.setattr(watcher.jobs.space, "free_bytes", lambda _p: 1000)
     with pytest.raises(JobFailed) as info:
         run_backup(paths, tmp_path / "dest")
     assert info.value.reason == "insufficient_space"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WAIT, Doc, ServiceProcess, cli, eventually, toml, write_config
-from watcher.lock import running_pid
+from watcher.system.lock import running_pid
 
 
 def failed_on(action: str, reason: str) -> Callable[[Doc], bool]:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watcher.maintenance import (
+from watcher.core.maintenance import (
     REASONS,
     Hold,
     MaintContent,

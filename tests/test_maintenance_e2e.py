@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import WAIT, Doc, ServiceProcess, Start, cli, eventually, maint
-from watcher.control import control_dir, submit
+from watcher.sources.control import control_dir, submit
 
 DEFAULT = "The system is under maintenance."
 

@@ -16,16 +16,17 @@ from typing import Any
 import anyio
 import pytest
 
-import watcher.space
+import watcher.jobs.space
 from tests.conftest import Doc, Start, allowed_paths, cli, service_at, write_config
 from tests.test_disk_e2e import free_bytes, small_filesystem
-from watcher.bus import EventBus
-from watcher.config import Config, build_config
-from watcher.controller import Controller
+from watcher.config import Config
 from watcher.demo import create_demo
+from watcher.events.bus import EventBus
 from watcher.jobs.base import JobFailed
-from watcher.jobs.runner import JobOutcome, JobRequest, JobRunner
-from watcher.space import require_space, tree_size
+from watcher.jobs.space import require_space, tree_size
+from watcher.registry import build_config
+from watcher.service.controller import Controller
+from watcher.service.runner import JobOutcome, JobRequest, JobRunner
 from watcher.testing import capture_events
 
 MiB = 1024**2
@@ -60,7 +61,7 @@ def test_refusal_carries_needed_free_and_where(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Needing one byte more than is free is refused: insufficient_space, needed, free, path."""
-    monkeypatch.setattr(watcher.space, "free_bytes", lambda _p: 1000)
+    monkeypatch.setattr(watcher.jobs.space, "free_bytes", lambda _p: 1000)
     with pytest.raises(JobFailed) as info:
         require_space(1001, tmp_path, "archive")
     failed = info.value
@@ -71,7 +72,7 @@ def test_refusal_carries_needed_free_and_where(
 
 def test_exactly_enough_is_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Needing exactly the free space (or nothing) passes."""
-    monkeypatch.setattr(watcher.space, "free_bytes", lambda _p: 1000)
+    monkeypatch.setattr(watcher.jobs.space, "free_bytes", lambda _p: 1000)
     require_space(1000, tmp_path, "archive")
     require_space(0, tmp_path, "archive")
 
@@ -86,7 +87,7 @@ def test_a_destination_not_made_yet_is_measured_on_its_parent(
         asked.append(path)
         return 10
 
-    monkeypatch.setattr(watcher.space, "free_bytes", free)
+    monkeypatch.setattr(watcher.jobs.space, "free_bytes", free)
     with pytest.raises(JobFailed) as info:
         require_space(11, tmp_path / "backups" / "set1", "backup")
     assert asked == [tmp_path]
@@ -148,7 +149,7 @@ async def test_archive_job_refused_is_job_failed_with_the_numbers(
     """The runner reports an archive refused for space as job.failed with reason
     insufficient_space and the needed and free bytes, and moves nothing."""
     old_file(data_dir / "mw" / "data" / "old-export.csv", 300_000)
-    monkeypatch.setattr(watcher.space, "free_bytes", lambda _p: 4096)
+    monkeypatch.setattr(watcher.jobs.space, "free_bytes", lambda _p: 4096)
     config = small_config(data_dir)
     bus = EventBus()
     controller = Controller(config.paths, bus, default_message="m")
@@ -181,7 +182,7 @@ async def test_refused_archive_releases_its_maintenance_hold(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An archive refused for space lets go of the job hold it took: no maint file remains."""
-    monkeypatch.setattr(watcher.space, "free_bytes", lambda _p: 0)
+    monkeypatch.setattr(watcher.jobs.space, "free_bytes", lambda _p: 0)
     config = small_config(data_dir)
     bus = EventBus()
     controller = Controller(config.paths, bus, default_message="m")

@@ -14,14 +14,15 @@ import anyio.to_thread
 import pytest
 
 from tests.conftest import corrupt_db, make_db
-from watcher.bus import EventBus
-from watcher.config import Config, JobConfig, build_config
-from watcher.controller import Controller
-from watcher.events import Event
+from watcher.config import Config, JobConfig
+from watcher.events.bus import EventBus
+from watcher.events.record import Event
 from watcher.jobs import job_type
 from watcher.jobs.base import JobContext, JobFailed, Progress
-from watcher.jobs.runner import JobOutcome, JobRequest, JobRunner, request_for
-from watcher.operations import leave
+from watcher.registry import build_config
+from watcher.service.controller import Controller
+from watcher.service.operations import leave
+from watcher.service.runner import JobOutcome, JobRequest, JobRunner, request_for
 from watcher.testing import capture_events
 
 SCRIPTED = "tests.test_runner:BLOCKING"

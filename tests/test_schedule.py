@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.schedule import (
+from watcher.core.schedule import (
     ALL_DAYS,
     DailyJob,
     Due,
@@ -28,7 +28,7 @@ from watcher.schedule import (
     open_occurrences,
     plan,
 )
-from watcher.units import parse_time_of_day
+from watcher.core.units import parse_time_of_day
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -12,13 +12,14 @@ from typing import Any, cast
 
 import pytest
 
-from watcher.bus import EventBus
-from watcher.config import Config, build_config
-from watcher.controller import Controller
-from watcher.events import Event
-from watcher.jobs.runner import JobRequest, JobRunner
-from watcher.operations import enter
-from watcher.scheduler import Scheduler
+from watcher.config import Config
+from watcher.events.bus import EventBus
+from watcher.events.record import Event
+from watcher.registry import build_config
+from watcher.service.controller import Controller
+from watcher.service.operations import enter
+from watcher.service.runner import JobRequest, JobRunner
+from watcher.service.scheduler import Scheduler
 from watcher.testing import capture_events
 
 T0 = datetime(2026, 11, 26, 1, 40, tzinfo=UTC)  # a Thursday; 20 minutes before "nightly"

@@ -18,8 +18,8 @@ import pytest
 from asyncinotify import Inotify, Mask
 
 from tests.conftest import WAIT, Doc, ServiceProcess, cli, write_config
-from watcher.events import Event, Origin, to_document
-from watcher.operations import MAX_MESSAGE
+from watcher.events.record import Event, Origin, to_document
+from watcher.service.operations import MAX_MESSAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -17,27 +17,27 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from watcher.atomic import write_atomic
-from watcher.bus import EventBus
-from watcher.config import Config, build_config
-from watcher.controller import Controller
-from watcher.events import Event
+from watcher.cli.trigger import parse_args
+from watcher.config import Config
+from watcher.core.maintenance import Hold
+from watcher.events.bus import EventBus
+from watcher.events.record import Event
 from watcher.jobs.base import JobContext, JobFailed, Progress
-from watcher.jobs.runner import JobOutcome, JobRequest, JobRunner
-from watcher.journal import Journal
-from watcher.maintenance import Hold
-from watcher.testing import capture_events
-from watcher.trigger_cli import parse_args
-from watcher.triggers import (
+from watcher.registry import build_config
+from watcher.service.controller import Controller
+from watcher.service.journal import Journal
+from watcher.service.runner import JobOutcome, JobRequest, JobRunner
+from watcher.service.spool import Spool, job_config
+from watcher.sources.triggerfile import (
     MAX_NAME,
     Rejected,
-    Spool,
     check_name,
     confine_paths,
-    job_config,
     parse_trigger,
     wanted,
 )
+from watcher.system.atomic import write_atomic
+from watcher.testing import capture_events
 
 # --- which names are triggers -----------------------------------------------------------
 
@@ -444,7 +444,7 @@ def rig_at(data: Path, monkeypatch: pytest.MonkeyPatch, **trigger: Any) -> Itera
         {"jobs": JOBS, "trigger": trigger}, source=None, data_dir=data
     )
     disk = Disk()
-    monkeypatch.setattr("watcher.triggers.write_atomic", disk.write_atomic)
+    monkeypatch.setattr("watcher.service.spool.write_atomic", disk.write_atomic)
     bus = EventBus()
     controller = Controller(config.paths, bus, default_message="maintenance")
     controller.load()

@@ -34,13 +34,13 @@ from tests.conftest import (
     write_config,
 )
 from tests.test_disk_e2e import small_filesystem
-from watcher.atomic import write_atomic
+from watcher.core.maintenance import Hold, decide
 from watcher.demo import create_demo
 from watcher.jobs.manifest import verify_manifest
-from watcher.journal import Journal
-from watcher.maintenance import Hold, decide
-from watcher.state import FileStamp, StateStore
-from watcher.triggers import MAX_NAME, shown
+from watcher.service.journal import Journal
+from watcher.service.state import FileStamp, StateStore
+from watcher.sources.triggerfile import MAX_NAME, shown
+from watcher.system.atomic import write_atomic
 
 Maker = Callable[[Path, Path], str]
 PY = sys.executable

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from watcher.events import LEVELS, Event, level_at_least
-from watcher.units import (
+from watcher.core.units import (
     Level,
     format_time_of_day,
     parse_bytes,
@@ -17,6 +16,7 @@ from watcher.units import (
     parse_time_of_day,
     parse_weekday,
 )
+from watcher.events.record import LEVELS, Event, level_at_least
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 

@@ -17,9 +17,9 @@ import anyio
 import pytest
 
 from tests.conftest import ServiceProcess, cli, write_config
-from watcher.bus import EventBus, Subscription
-from watcher.config import HandlerConfig, load_config
-from watcher.events import Event, Origin, render_json
+from watcher.config import HandlerConfig
+from watcher.events.bus import EventBus, Subscription
+from watcher.events.record import Event, Origin, render_json
 from watcher.handlers import build_handler
 from watcher.handlers.webhook import (
     BACKOFF_CAP,
@@ -27,6 +27,7 @@ from watcher.handlers.webhook import (
     WebhookHandler,
     WebhookRejected,
 )
+from watcher.registry import load_config
 from watcher.testing import capture_events
 
 SECRET_ENV = "WATCHER_TEST_WEBHOOK_SECRET"

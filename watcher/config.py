@@ -2,7 +2,9 @@
 
 ``load_config`` reads the file (or none: defaults), applies ``--data-dir``, and either
 returns a ``Config`` or raises ``ConfigError`` listing each problem as
-``file: key: reason``. Nothing here prints or exits; the CLI does that (exit 2).
+``file: key: reason``. Nothing here prints or exits; the CLI does that (exit 2). Callers
+use ``watcher.registry``'s loaders, which pass in the checks only handler and job types
+can make (:class:`PluginChecks`).
 
 Relative paths: ``data_dir`` in a file is relative to that file's directory; ``[paths]``
 entries are relative to ``data_dir``; ``--data-dir`` is relative to the working directory.
@@ -17,14 +19,11 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from watcher.events import LEVELS, Level
-from watcher.units import (
-    Level as SpaceLevel,
-)
-from watcher.units import (
+from watcher.core.units import Level as SpaceLevel
+from watcher.core.units import (
     parse_bytes,
     parse_count_level,
     parse_duration,
@@ -32,6 +31,7 @@ from watcher.units import (
     parse_time_of_day,
     parse_weekday,
 )
+from watcher.events.record import LEVELS, Level
 
 T = TypeVar("T")
 DEFAULT_CONFIG_PATHS = (Path("/etc/watcher/watcher.toml"),)
@@ -405,7 +405,8 @@ def _disk(raw: object, out: _Collector, data_dir: Path) -> DiskConfig:
         total, inodes = 100 * 1024**3, 10**7
     # Two levels of one kind (both % or both sizes) must be ordered. A mixed pair is compared
     # on this filesystem only when the operator set both; a default that does not fit a small
-    # filesystem (10% vs 512MiB below ~5GiB) is clamped at sample time instead (watcher.disk).
+    # filesystem (10% vs 512MiB below ~5GiB) is clamped at sample time
+    # instead (watcher.core.disklevels).
     order = (("warn", disk.warn), ("maintenance", disk.maintenance), ("critical", disk.critical))
     for (hi_name, hi), (lo_name, lo) in itertools.pairwise(order):
         same_kind = (hi.percent is None) == (lo.percent is None)
@@ -504,7 +505,11 @@ def _array(section: _Section, name: str) -> list[Any]:
 
 
 def build_config(
-    raw: Mapping[str, Any], *, source: Path | None, data_dir: Path | None = None
+    raw: Mapping[str, Any],
+    *,
+    source: Path | None,
+    checks: PluginChecks,
+    data_dir: Path | None = None,
 ) -> Config:
     """A ``Config`` from parsed TOML; raises ``ConfigError`` with every problem found."""
     out = _Collector(str(source) if source else "(no config file)")
@@ -543,7 +548,7 @@ def build_config(
         seen.add(job.name)
     handlers_raw = _array(top, "handlers")
     handlers = [_handler(item, f"handlers[{i}]", out) for i, item in enumerate(handlers_raw)]
-    _check_plugins(numbered_jobs, handlers, out)
+    _check_plugins(numbered_jobs, handlers, checks, out)
     service_s = _Section(top.raw("service") or {}, "service", out)
     service = ServiceConfig(
         shutdown_timeout=service_s.get("shutdown_timeout", parse_duration, 30.0)
@@ -567,24 +572,37 @@ def build_config(
     )
 
 
+class PluginChecks(Protocol):
+    """What the handler and job types say of their options; supplied by ``watcher.registry``.
+
+    Config validates the schema; whether ``type = "module:attr"`` loads and whether a job's
+    arguments suit its type is for the types themselves. Config does not import them (they
+    import config): the registry passes them in.
+    """
+
+    def job(self, config: JobConfig) -> list[str]: ...
+
+    def handler(self, config: HandlerConfig) -> list[str]: ...
+
+
 def _check_plugins(
-    jobs: list[tuple[int, JobConfig]], handlers: list[HandlerConfig], out: _Collector
+    jobs: list[tuple[int, JobConfig]],
+    handlers: list[HandlerConfig],
+    checks: PluginChecks,
+    out: _Collector,
 ) -> None:
     """Job arguments checked by their job type; plugin handlers and jobs importable."""
-    from watcher.handlers import check_handler
-    from watcher.jobs import check_job
-
     for i, job in jobs:
-        for reason in check_job(job):
+        for reason in checks.job(job):
             out.add(f"jobs[{i}]", reason)
     for i, handler in enumerate(handlers):
-        for reason in check_handler(handler):
+        for reason in checks.handler(handler):
             out.add(f"handlers[{i}]", reason)
 
 
-def default_config(data_dir: Path) -> Config:
+def default_config(data_dir: Path, checks: PluginChecks) -> Config:
     """The configuration with every default, for ``data_dir``."""
-    return build_config({}, source=None, data_dir=data_dir)
+    return build_config({}, source=None, checks=checks, data_dir=data_dir)
 
 
 def find_config(explicit: Path | None) -> Path | None:
@@ -597,7 +615,9 @@ def find_config(explicit: Path | None) -> Path | None:
     return next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
 
 
-def load_config(path: Path | None, data_dir: Path | None = None) -> Config:
+def load_config(
+    path: Path | None, checks: PluginChecks, data_dir: Path | None = None
+) -> Config:
     """Read and validate the config file (``None``: defaults only)."""
     raw: dict[str, Any] = {}
     if path is not None:
@@ -610,4 +630,4 @@ def load_config(path: Path | None, data_dir: Path | None = None) -> Config:
             raise ConfigError([Problem(str(path), "(file)", exc.strerror or str(exc))]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([Problem(str(path), "(syntax)", str(exc))]) from None
-    return build_config(raw, source=path, data_dir=data_dir)
+    return build_config(raw, source=path, checks=checks, data_dir=data_dir)

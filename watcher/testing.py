@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from watcher.bus import EventBus
-from watcher.events import Event
+from watcher.events.bus import EventBus
+from watcher.events.record import Event
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """Handler types: built-ins, the ``watcher.handlers`` entry-point group, ``module:attr``.
 
 A handler type is a factory ``(HandlerConfig, Origin) -> Handler``; a handler is an async
-callable taking one ``Event`` (see ``watcher.bus.Handler``). Factories raise
+callable taking one ``Event`` (see ``watcher.events.bus.Handler``). Factories raise
 ``ValueError`` for unusable options; ``check_handler`` reports that at config time.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from watcher.bus import Handler
 from watcher.config import HandlerConfig
-from watcher.events import Origin
-from watcher.plugins import PluginError, resolve
+from watcher.events.bus import Handler
+from watcher.events.record import Origin
+from watcher.system.plugins import PluginError, resolve
 
 BUILTIN_HANDLERS = {
     "log": "watcher.handlers.log:LogHandler",

@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import Process
 
 from watcher.config import HandlerConfig
-from watcher.events import Event, Origin, render_json
+from watcher.events.record import Event, Origin, render_json
 
 
 class CommandFailed(RuntimeError):

@@ -20,7 +20,7 @@ import sys
 import anyio
 
 from watcher.config import HandlerConfig
-from watcher.events import Event, Origin, render_console, render_json
+from watcher.events.record import Event, Origin, render_console, render_json
 
 
 class LogHandler:

@@ -36,7 +36,7 @@ import httpx
 
 from watcher import __version__
 from watcher.config import HandlerConfig
-from watcher.events import Event, Origin, render_json
+from watcher.events.record import Event, Origin, render_json
 
 BUDGET_SHARE = 0.8  # of the bus's per-event timeout; the rest is margin for the bus
 BACKOFF_BASE = 0.2  # seconds before the first retry (before jitter); doubles each retry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from watcher.config import JobConfig
 from watcher.jobs.base import ArgumentError, Job, MissingArgument
-from watcher.plugins import PluginError, resolve
+from watcher.system.plugins import PluginError, resolve
 
 BUILTIN_JOBS = {
     "dbcheck": "watcher.jobs.dbcheck:JOB",

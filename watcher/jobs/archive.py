@@ -49,8 +49,8 @@ from watcher.jobs.manifest import (
     verify_manifest,
     write_manifest,
 )
+from watcher.jobs.space import require_space, tree_size
 from watcher.jobs.sqlitefiles import is_database, is_side_file
-from watcher.space import require_space, tree_size
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 

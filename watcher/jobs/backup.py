@@ -43,7 +43,6 @@ from urllib.parse import quote
 
 import anyio.to_thread
 
-from watcher.atomic import fsync_dir
 from watcher.jobs.base import ArgumentError, DataPaths, JobContext, JobFailed, Progress
 from watcher.jobs.manifest import (
     Entry,
@@ -58,13 +57,14 @@ from watcher.jobs.manifest import (
     verify_manifest,
     write_manifest,
 )
+from watcher.jobs.space import require_space, tree_size
 from watcher.jobs.sqlitefiles import (
     SQLITE_HEADER,
     error_code,
     is_side_file,
     settle_hot_journal,
 )
-from watcher.space import require_space, tree_size
+from watcher.system.atomic import fsync_dir
 
 SET_NAME = re.compile(r"(\d{8}T\d{6}Z)(?:-(\d+))?")
 PARTIAL = ".partial"

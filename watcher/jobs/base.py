@@ -1,6 +1,6 @@
 """What a job is: its context, its progress reports, its outcome, and the protocol jobs follow.
 
-The runner (``watcher.jobs.runner``) owns maintenance holds, queuing, timeouts and events;
+The runner (``watcher.service.runner``) owns maintenance holds, queuing, timeouts and events;
 a job only does its work. Built-in jobs do their file and database work in a worker
 thread (``anyio.to_thread.run_sync``) and report through ``JobContext.progress``, which is
 safe to call from that thread. A job signals failure by raising ``JobFailed`` with a

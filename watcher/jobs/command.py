@@ -31,9 +31,9 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
+from watcher.core.units import parse_duration
 from watcher.jobs.base import ArgumentError, JobContext, JobFailed
 from watcher.jobs.manifest import reject_unknown
-from watcher.units import parse_duration
 
 TAIL_BYTES = 64 * 1024
 KILL_GRACE = 5.0

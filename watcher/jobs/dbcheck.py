@@ -58,9 +58,9 @@ from typing import Any, Literal
 
 import anyio.to_thread
 
-from watcher.atomic import write_atomic
 from watcher.jobs.base import ArgumentError, JobContext, JobFailed, Progress
 from watcher.jobs.manifest import reject_unknown
+from watcher.jobs.space import free_bytes
 from watcher.jobs.sqlitefiles import (
     HOT_JOURNAL_NOTE,
     has_hot_journal,
@@ -70,7 +70,7 @@ from watcher.jobs.sqlitefiles import (
     is_side_file,
     settle_hot_journal,
 )
-from watcher.space import free_bytes
+from watcher.system.atomic import write_atomic
 
 Check = Literal["integrity", "quick"]
 Verdict = Literal["ok", "corrupt", "error", "cancelled"]

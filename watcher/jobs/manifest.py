@@ -37,8 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from watcher.atomic import write_atomic
 from watcher.jobs.base import ArgumentError, JobFailed, Progress
+from watcher.system.atomic import write_atomic
 
 MANIFEST_NAME = "manifest.json"
 VERSION = 1

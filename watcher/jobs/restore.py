@@ -39,7 +39,6 @@ from typing import Any
 
 import anyio.to_thread
 
-from watcher.atomic import exchange
 from watcher.jobs.backup import copy_meta, set_path
 from watcher.jobs.base import DataPaths, JobContext, JobFailed, Progress
 from watcher.jobs.manifest import (
@@ -53,7 +52,8 @@ from watcher.jobs.manifest import (
     remove_tree,
     verify_manifest,
 )
-from watcher.space import require_space
+from watcher.jobs.space import require_space
+from watcher.system.atomic import exchange
 
 Undo = list[Callable[[], object]]
 

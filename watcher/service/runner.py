@@ -25,12 +25,12 @@ import anyio.lowlevel
 import orjson
 from anyio.abc import TaskGroup, TaskStatus
 
-from watcher.bus import EventBus
 from watcher.config import Config, JobConfig
-from watcher.controller import Clock, Controller
+from watcher.core.maintenance import Hold
+from watcher.events.bus import EventBus
 from watcher.jobs import job_type
 from watcher.jobs.base import DataPaths, Job, JobContext, JobFailed, Progress
-from watcher.maintenance import Hold
+from watcher.service.controller import Clock, Controller
 
 Status = Literal["finished", "failed", "interrupted"]
 PROGRESS_EVERY = 0.5  # seconds between job.progress events of one job

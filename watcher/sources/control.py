@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from watcher.atomic import write_atomic
+from watcher.system.atomic import write_atomic
 
 REQUEST_SUFFIX = ".req"
 RESPONSE_SUFFIX = ".resp"

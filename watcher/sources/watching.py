@@ -31,7 +31,7 @@ import anyio
 from anyio.abc import TaskStatus
 from asyncinotify import Inotify, Mask
 
-from watcher.bus import EventBus
+from watcher.events.bus import EventBus
 
 DIR_MASK = (
     Mask.CREATE

@@ -6,14 +6,14 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+from watcher.cli.jobs_report import collect as jobs_report
 from watcher.config import Config
-from watcher.disk import sample
-from watcher.jobs_report import collect as jobs_report
-from watcher.lock import running_pid
-from watcher.maintenance import active_holds, message_from_file
-from watcher.schedule import next_occurrence
-from watcher.state import StateStore, all_windows
-from watcher.units import format_time_of_day
+from watcher.core.maintenance import active_holds, message_from_file
+from watcher.core.schedule import next_occurrence
+from watcher.core.units import format_time_of_day
+from watcher.service.state import StateStore, all_windows
+from watcher.sources.disksample import sample
+from watcher.system.lock import running_pid
 
 
 def collect(config: Config) -> dict[str, Any]:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watcher.config import Config
+from watcher.core.schedule import DailyJob, blocking_window, next_job_time
+from watcher.core.units import format_time_of_day
 from watcher.jobs import BUILTIN_JOBS
-from watcher.schedule import DailyJob, blocking_window, next_job_time
-from watcher.state import StateStore, all_windows
-from watcher.units import format_time_of_day
+from watcher.service.state import StateStore, all_windows
 
 
 def collect(config: Config, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ import anyio
 import anyio.abc
 from anyio.abc import TaskStatus
 
-from watcher.events import LEVELS, Event, Level
+from watcher.events.record import LEVELS, Event, Level
 
 DROP_REPORT_INTERVAL = 1.0
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -17,12 +17,13 @@ import anyio
 import orjson
 
 from watcher import __version__
-from watcher.bus import EventBus
-from watcher.config import Config, ConfigError, find_config, load_config
-from watcher.control import control_dir, submit
-from watcher.controller import Controller
-from watcher.lock import AlreadyRunning, InstanceLock, running_pid
-from watcher.operations import RequestError, enter, leave
+from watcher.config import Config, ConfigError, find_config
+from watcher.events.bus import EventBus
+from watcher.registry import load_config
+from watcher.service.controller import Controller
+from watcher.service.operations import RequestError, enter, leave
+from watcher.sources.control import control_dir, submit
+from watcher.system.lock import AlreadyRunning, InstanceLock, running_pid
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -41,7 +42,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from watcher.service import Service
+    from watcher.service.lifecycle import Service
 
     config = _config(args)
     service = Service(config, data_dir_override=Path(args.data_dir) if args.data_dir else None)
@@ -104,7 +105,7 @@ def cmd_leave(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from watcher.status import collect, format_status
+    from watcher.cli.status import collect, format_status
 
     _show(collect(_config(args)), args.json, format_status)
     return EXIT_OK
@@ -119,7 +120,7 @@ def _show(report: Any, as_json: bool, formatter: Callable[[Any], str]) -> None:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    from watcher.trigger_cli import drop, follow, parse_args
+    from watcher.cli.trigger import drop, follow, parse_args
 
     config = _config(args)
     try:
@@ -136,7 +137,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from watcher.jobs_report import collect, format_jobs
+    from watcher.cli.jobs_report import collect, format_jobs
 
     _show(collect(_config(args)), args.json, format_jobs)
     return EXIT_OK
@@ -158,7 +159,7 @@ def cmd_check_db(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from watcher.diagnose import collect, format_report
+    from watcher.cli.diagnose import collect, format_report
 
     report = collect(
         Path(args.config) if args.config else None,

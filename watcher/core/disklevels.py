@@ -1,36 +1,19 @@
-"""Disk guard: the data dir's filesystem level (pure core), and how to sample it (shell).
+"""Disk levels (pure): which level a filesystem reading is at, with debounce and hysteresis.
 
-The core, :func:`raw_level` and :func:`step`, is a function of (state, reading, thresholds)
-with no I/O and no clock. The shell: :func:`sample` reads ``statvfs`` (the service calls it
-directly for local filesystems, where it returns at once), and :func:`sample_with_timeout`
-runs it in a worker thread with a timeout, so that a hung network mount cannot hang the
-service.
+:func:`raw_level` and :func:`step` are functions of (state, reading, thresholds) with no I/O
+and no clock; readings come from :mod:`watcher.sources.disksample`.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-import anyio
-import anyio.to_thread
-import psutil  # type: ignore[import-untyped]  # reason: types-psutil is not a dependency
-
-from watcher.units import Level
+from watcher.core.units import Level
 
 DiskLevel = Literal["ok", "warn", "maintenance", "critical"]
 LEVELS: tuple[DiskLevel, ...] = ("ok", "warn", "maintenance", "critical")  # best to worst
-
-# Remote or user-space filesystems, whose statvfs can hang; FUSE and SMB variants by prefix.
-_NETWORK_FS = frozenset(
-    {"nfs", "nfs4", "cifs", "smbfs", "sshfs", "9p", "glusterfs", "ceph", "afs", "lustre"}
-    | {"gpfs", "beegfs", "davfs", "fuse", "fuseblk"}
-)
-_NETWORK_PREFIXES = ("smb", "fuse.")
 _BINARY_UNITS = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
 
 
@@ -122,72 +105,6 @@ def step(
 def reminder_due(level: DiskLevel, last_event_at: float, now: float, every: float) -> bool:
     """Whether ``disk.reminder`` is due: not OK and ``every`` (> 0) seconds since the last event."""
     return level != "ok" and every > 0 and now - last_event_at >= every
-
-
-def sample(path: Path) -> Reading:
-    """A reading of the filesystem holding ``path``; may block on a hung mount."""
-    st = os.statvfs(path)
-    has_inodes = st.f_files > 0
-    return Reading(
-        free=st.f_bavail * st.f_frsize,
-        total=st.f_blocks * st.f_frsize,
-        inodes_free=st.f_favail if has_inodes else None,
-        inodes_total=st.f_files if has_inodes else None,
-    )
-
-
-async def sample_with_timeout(
-    path: Path,
-    timeout: float,  # noqa: ASYNC109  reason: bounds a thread that is abandoned, not cancelled
-    sampler: Callable[[Path], Reading] = sample,
-    *,
-    in_flight: threading.Lock | None = None,
-) -> Reading | None:
-    """A reading taken in a worker thread, or ``None`` when it takes longer than ``timeout``.
-
-    A late thread is abandoned, not waited for. Pass the same ``in_flight`` lock on every call
-    to keep at most one thread stuck on a hung mount: while one holds it, later calls return
-    ``None`` at once instead of leaving another thread behind.
-    """
-    with anyio.move_on_after(timeout):
-        return await anyio.to_thread.run_sync(
-            _sample_guarded, sampler, path, in_flight, abandon_on_cancel=True
-        )
-    return None
-
-
-def filesystem_type(path: Path) -> str:
-    """The type (``"ext4"``, ``"nfs4"``…) of the mount holding ``path``, or ``"unknown"``.
-
-    Resolves ``path`` (following symlinks), so call it once at start-up, not on each sample.
-    """
-    target = Path(path).resolve()
-    best, fstype = -1, "unknown"
-    for part in psutil.disk_partitions(all=True):
-        mount = Path(part.mountpoint)
-        if (mount == target or mount in target.parents) and len(mount.parts) > best:
-            best, fstype = len(mount.parts), part.fstype
-    return fstype
-
-
-def is_network_fs(fstype: str) -> bool:
-    """Whether a filesystem type is remote or user-space (NFS, SMB, FUSE…), which may hang."""
-    name = fstype.lower()
-    return name in _NETWORK_FS or name.startswith(_NETWORK_PREFIXES)
-
-
-def _sample_guarded(
-    sampler: Callable[[Path], Reading], path: Path, in_flight: threading.Lock | None
-) -> Reading | None:
-    """Run ``sampler`` unless another thread still holds ``in_flight`` (then ``None``)."""
-    if in_flight is None:
-        return sampler(path)
-    if not in_flight.acquire(blocking=False):
-        return None
-    try:
-        return sampler(path)
-    finally:
-        in_flight.release()
 
 
 def _rank(level: DiskLevel) -> int:

@@ -21,21 +21,23 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from watcher import __version__, treewatch
-from watcher.bus import EventBus, Subscription
-from watcher.config import Config, ConfigError, Problem, load_config
-from watcher.control import answer, control_dir, pending, take
-from watcher.controller import Clock, Controller, utc_now
-from watcher.diskguard import DiskGuard
-from watcher.events import Origin
+from watcher import __version__
+from watcher.config import Config, ConfigError, Problem
+from watcher.events.bus import EventBus, Subscription
+from watcher.events.record import Origin
 from watcher.handlers import build_handler
-from watcher.jobs.runner import JobRunner
-from watcher.lock import InstanceLock
-from watcher.operations import RequestError, enter, leave
-from watcher.scheduler import Scheduler
-from watcher.sdnotify import Notifier
-from watcher.triggers import Spool
-from watcher.watching import FlatWatcher
+from watcher.registry import load_config
+from watcher.service.controller import Clock, Controller, utc_now
+from watcher.service.diskguard import DiskGuard
+from watcher.service.operations import RequestError, enter, leave
+from watcher.service.runner import JobRunner
+from watcher.service.scheduler import Scheduler
+from watcher.service.spool import Spool
+from watcher.sources import treewatch
+from watcher.sources.control import answer, control_dir, pending, take
+from watcher.sources.watching import FlatWatcher
+from watcher.system.lock import InstanceLock
+from watcher.system.sdnotify import Notifier
 
 
 class Service:

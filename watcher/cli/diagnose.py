@@ -16,10 +16,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from watcher.config import Config, ConfigError, default_config, find_config, load_config
-from watcher.disk import filesystem_type, is_network_fs, sample
-from watcher.lock import running_pid
-from watcher.service import inotify_limits
+from watcher.config import Config, ConfigError, find_config
+from watcher.registry import default_config, load_config
+from watcher.service.lifecycle import inotify_limits
+from watcher.sources.disksample import filesystem_type, is_network_fs, sample
+from watcher.system.lock import running_pid
 
 PACKAGES = (
     "watcher",

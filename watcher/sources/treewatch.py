@@ -20,9 +20,9 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from watchfiles import Change, awatch
 
-from watcher.bus import EventBus
 from watcher.config import Config
-from watcher.events import Event
+from watcher.events.bus import EventBus
+from watcher.events.record import Event
 
 STEP_MS = 500
 MAX_PATHS = 50

@@ -17,11 +17,11 @@ from typing import Any
 
 import orjson
 
-from watcher.atomic import write_atomic
 from watcher.config import Config
-from watcher.maintenance import Hold, aware
-from watcher.schedule import Window
-from watcher.units import format_time_of_day
+from watcher.core.maintenance import Hold, aware
+from watcher.core.schedule import Window
+from watcher.core.units import format_time_of_day
+from watcher.system.atomic import write_atomic
 
 MAX_REMEMBERED = 256
 

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from watcher.units import WEEKDAYS, format_time_of_day
+from watcher.core.units import WEEKDAYS, format_time_of_day
 
 ALL_DAYS: frozenset[int] = frozenset(range(len(WEEKDAYS)))
 DEFAULT_MAX_LATE = timedelta(minutes=2)

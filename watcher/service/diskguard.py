@@ -1,6 +1,6 @@
 """The disk guard in the service: samples, levels, events and the disk hold.
 
-Each sample goes through the pure ``watcher.disk.step`` (debounce, hysteresis); a level
+Each sample goes through the pure ``watcher.core.disklevels.step`` (debounce, hysteresis); a level
 change is an event (``disk.ok`` / ``disk.warn`` / ``disk.maintenance`` /
 ``disk.critical``) carrying free, total and the thresholds, and a reminder repeats
 while not OK. ``maintenance`` and ``critical`` hold maintenance (reason ``disk``); after an
@@ -20,23 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from watcher.bus import EventBus
 from watcher.config import Config
-from watcher.controller import Controller
-from watcher.disk import (
-    GuardState,
-    Reading,
-    Thresholds,
-    filesystem_type,
-    is_network_fs,
-    raw_level,
-    reminder_due,
-    sample,
-    sample_with_timeout,
-    step,
-)
-from watcher.events import Level
-from watcher.maintenance import Hold
+from watcher.core.disklevels import GuardState, Reading, Thresholds, raw_level, reminder_due, step
+from watcher.core.maintenance import Hold
+from watcher.events.bus import EventBus
+from watcher.events.record import Level
+from watcher.service.controller import Controller
+from watcher.sources.disksample import filesystem_type, is_network_fs, sample, sample_with_timeout
 
 _EVENT_LEVEL: dict[str, Level] = {
     "ok": "info",

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from watcher.controller import Controller
-from watcher.maintenance import Hold
-from watcher.state import ManualWindow
-from watcher.units import format_time_of_day, parse_duration, parse_time_of_day
+from watcher.core.maintenance import Hold
+from watcher.core.units import format_time_of_day, parse_duration, parse_time_of_day
+from watcher.service.controller import Controller
+from watcher.service.state import ManualWindow
 
 CLI_HOLD = "cli"
 MAX_FOR = 366 * 86400.0  # seconds; longer is a typo, not a plan

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from watcher.atomic import write_atomic
 from watcher.config import Config
-from watcher.lock import running_pid
+from watcher.system.atomic import write_atomic
+from watcher.system.lock import running_pid
 
 
 def parse_args(pairs: list[str]) -> dict[str, Any]:

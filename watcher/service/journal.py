@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from watcher.atomic import write_atomic
+from watcher.system.atomic import write_atomic
 
 
 class Journal:

@@ -1,4 +1,4 @@
-"""The scheduler: carries out what ``watcher.schedule.plan`` says is due.
+"""The scheduler: carries out what ``watcher.core.schedule.plan`` says is due.
 
 It keeps one bookmark, ``planned_until`` in the state: everything scheduled up to there
 has been acted on, and ``fired`` remembers the keys, so a restart or a wall-clock jump
@@ -16,14 +16,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from watcher.bus import EventBus
 from watcher.config import Config
-from watcher.controller import Clock, Controller
-from watcher.jobs import job_type
-from watcher.jobs.base import ArgumentError
-from watcher.jobs.runner import JobRunner, request_for
-from watcher.maintenance import Hold
-from watcher.schedule import (
+from watcher.core.maintenance import Hold
+from watcher.core.schedule import (
     DailyJob,
     Due,
     Occurrence,
@@ -32,7 +27,12 @@ from watcher.schedule import (
     open_occurrences,
     plan,
 )
-from watcher.state import all_windows
+from watcher.events.bus import EventBus
+from watcher.jobs import job_type
+from watcher.jobs.base import ArgumentError
+from watcher.service.controller import Clock, Controller
+from watcher.service.runner import JobRunner, request_for
+from watcher.service.state import all_windows
 
 MAX_SLEEP = 60.0
 MAX_CATCH_UP = timedelta(days=2)

@@ -3,7 +3,7 @@
 Every change goes through here, in the service and in the CLI when the service is down:
 add or release a hold, expire holds whose time is up, and ``observe`` the maint file to
 notice an operator's ``touch`` (adopt as a manual hold) or ``rm`` (release everything,
-never recreating the file). Decisions come from ``watcher.maintenance``; this class
+never recreating the file). Decisions come from ``watcher.core.maintenance``; this class
 only carries them out, persists the state and emits the events.
 
 watcher tells its own writes from others' by the file's identity (inode, size, mtime)
@@ -22,10 +22,8 @@ from typing import Any
 
 import anyio
 
-from watcher.atomic import create_new, remove_durably, rewrite_existing
-from watcher.bus import NO_SPACE, EventBus
 from watcher.config import PathsConfig
-from watcher.maintenance import (
+from watcher.core.maintenance import (
     Hold,
     active_holds,
     decide,
@@ -35,7 +33,9 @@ from watcher.maintenance import (
     reconcile,
     with_hold,
 )
-from watcher.state import FileStamp, State, StateStore
+from watcher.events.bus import NO_SPACE, EventBus
+from watcher.service.state import FileStamp, State, StateStore
+from watcher.system.atomic import create_new, remove_durably, rewrite_existing
 
 Clock = Callable[[], datetime]
 
