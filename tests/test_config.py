@@ -47,6 +47,16 @@ MISTAKES: dict[str, tuple[str, str, str]] = {
     ),
     "wrong type: duration": (HEAD + "[disk]\ninterval = true\n", "disk.interval", "duration"),
     "wrong type: table": (HEAD + "disk = 5\n", "disk", "expected a table"),
+    "fill rate without a time unit": (
+        HEAD + '[disk]\nmax_fill_rate = "1GiB"\n',
+        "disk.max_fill_rate",
+        "size per second",
+    ),
+    "fast interval longer than the interval": (
+        HEAD + '[disk]\ninterval = "1s"\nfast_interval = "2s"\n',
+        "disk.fast_interval",
+        "must not be longer than disk.interval",
+    ),
     "wrong choice": (
         HEAD + '[[handlers]]\ntype = "log"\nformat = "xml"\n',
         "handlers[0].format",

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -434,3 +435,45 @@ def test_restart_on_a_full_filesystem_holds_maintenance_with_an_empty_file(
         assert "No space left on device" in failed["watcher"]["error"]
 
     recovers_cleanly(svc, filler, maint, out)
+
+
+def test_a_steady_fill_is_forecast_before_warn_and_warn_follows(
+    tmp_path: Path, on_fs: tuple[Path, Filler, Start]
+) -> None:
+    """Free space falling steadily toward maintenance is announced by disk.forecast (with its
+    time and rate) while the disk is still ok; the default 1 s interval then still sees warn."""
+    _root, filler, start = on_fs
+    config = write_config(
+        tmp_path / "watcher.toml",
+        """\
+[disk]
+warn = "24MiB"
+maintenance = "16MiB"
+critical = "8MiB"
+forecast_horizon = "60s"
+
+[[handlers]]
+type = "log"
+target = "stdout"
+format = "json"
+""",
+    )
+    svc = start(config)
+    mark = svc.mark()
+    step = MiB // 2
+    # The workload: half a MiB every quarter second (2 MiB/s: maintenance about 20 s away),
+    # until the forecast is out or the disk nears warn. The pause is the fill rate, not a wait.
+    while not any(a == "disk.forecast" for a in svc.actions()[mark:]):
+        assert filler.free() > WARN_EXIT, "free space reached warn's band with no forecast"
+        filler.fill_to(filler.free() - step)
+        time.sleep(0.25)
+    said = svc.wait_for("disk.forecast", after=mark)
+    ahead = said["watcher"]["forecast"]
+    assert ahead["level"] == "maintenance"
+    assert 0 < ahead["eta"] <= 60
+    assert ahead["fill_rate"] > 0
+    assert said["log.level"] == "warning"
+    assert disk(said)["level"] == "ok"
+    filler.fill_to(20 * MiB)
+    svc.wait_for("disk.warn", after=mark)
+    assert svc.stop() == 0

@@ -417,3 +417,84 @@ def test_an_operator_release_is_not_undone_by_a_restart_while_still_low(rig: Rig
     assert after.holds() == []
     assert not after.maint_file.exists()
     assert "maintenance.hold_added" not in actions(events)
+
+
+# --- pacing and forecast ----------------------------------------------------------------------
+
+
+def test_the_guard_samples_slowly_far_from_levels_and_fast_near_them(tmp_path: Path) -> None:
+    """Far above warn the next sample is an interval away; near it, the fast interval."""
+    rig = Rig(tmp_path, make_config(tmp_path, max_fill_rate="100MiB/s"))
+    rig.feed(900)  # 700 MiB above warn: 7 s of filling at the fastest, capped at 1 s
+    assert rig.guard.delay == 1.0
+    rig.feed(200.5)  # half a MiB above warn: a crossing is possible at once
+    assert rig.guard.delay == 0.05
+
+
+def test_a_pending_level_is_confirmed_after_the_fast_interval(rig: Rig) -> None:
+    """With for_samples = 2, the first reading below warn asks for the second one right away."""
+    rig.feed(900)
+    with capture_events(rig.bus) as events:
+        rig.feed(150)
+        assert rig.guard.delay == 0.05
+        assert disk_actions(events) == []
+        rig.feed(150)
+    assert disk_actions(events) == ["disk.warn"]
+
+
+def test_a_failed_sample_waits_a_whole_interval(rig: Rig) -> None:
+    """A disk that cannot be sampled is tried again at the slow pace, not in a tight loop."""
+    rig.feed(200.5)
+    rig.guard.path = rig.data_dir / "gone"
+    rig.guard.tick()
+    assert rig.guard.delay == 1.0
+
+
+def fill(rig: Rig, clock: Clock, start_mib: float, mib_per_s: float, seconds: int) -> None:
+    """Readings once a second of free space falling at ``mib_per_s``."""
+    for i in range(seconds):
+        rig.feed(start_mib - mib_per_s * i)
+        clock.now += 1.0
+
+
+def test_forecast_is_said_once_when_maintenance_is_near_and_again_after_clearing(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """disk.forecast names the time and rate once; it re-arms only after the fall has stopped."""
+    rig = Rig(tmp_path, make_config(tmp_path, forecast_horizon="10m"))
+    with capture_events(rig.bus) as events:
+        fill(rig, clock, 900, 1, 120)  # 1 MiB/s, 780 MiB above maintenance: 13 min away
+        assert [e for e in events if e.action == "disk.forecast"] == []
+        fill(rig, clock, 780, 2, 60)  # 2 MiB/s: about 5 min away
+        said = [e for e in events if e.action == "disk.forecast"]
+        assert len(said) == 1
+        ahead = said[0].fields["forecast"]
+        assert ahead["level"] == "maintenance"
+        assert 0 < ahead["eta"] <= 600
+        assert MiB < ahead["fill_rate"] <= 2 * MiB  # the fit spans the change of pace
+        left = said[0].fields["disk"]["free"] - THRESHOLDS["maintenance"]
+        assert ahead["eta"] * ahead["fill_rate"] == pytest.approx(left, rel=0.05)
+        assert said[0].level == "warning"
+        fill(rig, clock, 662, 2, 30)  # still falling: not said again
+        assert len([e for e in events if e.action == "disk.forecast"]) == 1
+        fill(rig, clock, 602, 0, 400)  # steady for longer than the window: re-armed
+        fill(rig, clock, 602, 3, 40)
+    assert len([e for e in events if e.action == "disk.forecast"]) == 2
+
+
+def test_no_forecast_when_disabled_or_already_in_maintenance(tmp_path: Path, clock: Clock) -> None:
+    """forecast_horizon = 0 turns it off; a disk already at maintenance needs no forecast."""
+    off = Rig(tmp_path / "off", make_config(_mkdir(tmp_path / "off"), forecast_horizon=0))
+    with capture_events(off.bus) as events:
+        fill(off, clock, 400, 5, 60)
+    assert "disk.forecast" not in disk_actions(events)
+    low = Rig(tmp_path / "low", make_config(_mkdir(tmp_path / "low"), forecast_horizon="1h"))
+    with capture_events(low.bus) as events:
+        fill(low, clock, 90, 0.5, 80)
+    assert "disk.forecast" not in disk_actions(events)
+    assert "disk.maintenance" in disk_actions(events)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path

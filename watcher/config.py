@@ -28,6 +28,7 @@ from watcher.core.units import (
     parse_count_level,
     parse_duration,
     parse_level,
+    parse_rate,
     parse_time_of_day,
     parse_weekday,
 )
@@ -118,6 +119,9 @@ class DiskConfig:
     for_samples: int = 2
     reminder: float = 600.0
     timeout: float = 5.0  # sampling timeout (network filesystems)
+    fast_interval: float = 0.05  # the fastest sampling, when a crossing is possible now
+    max_fill_rate: float = float(1024**3)  # bytes/s the filesystem can fill at most (pacing)
+    forecast_horizon: float = 1800.0  # disk.forecast when maintenance is this close; 0: off
 
 
 @dataclass(frozen=True)
@@ -396,8 +400,13 @@ def _disk(raw: object, out: _Collector, data_dir: Path) -> DiskConfig:
         for_samples=section.get("for_samples", _positive_int, d.for_samples),
         reminder=section.get("reminder", _positive_duration, d.reminder),
         timeout=section.get("timeout", _positive_duration, d.timeout),
+        fast_interval=section.get("fast_interval", _positive_duration, d.fast_interval),
+        max_fill_rate=section.get("max_fill_rate", parse_rate, d.max_fill_rate),
+        forecast_horizon=section.get("forecast_horizon", parse_duration, d.forecast_horizon),
     )
     section.finish()
+    if disk.fast_interval > disk.interval:
+        out.add("disk.fast_interval", f"must not be longer than disk.interval ({disk.interval:g}s)")
     try:
         st = os.statvfs(data_dir)
         total, inodes = st.f_blocks * st.f_frsize, st.f_files

@@ -220,3 +220,15 @@ def _show_bytes(amount: int) -> str:
         if amount >= factor and amount % factor == 0:
             return f"{amount // factor}{unit}"
     return f"{amount}B"
+
+
+def margins(reading: Reading, thresholds: Thresholds, level: DiskLevel) -> list[int]:
+    """How far each measure (space in bytes, then inodes) is above the nearest threshold whose
+    crossing would make the level worse than ``level``; 0 or less when it is already below
+    one (a worse level is pending its debounce). Empty at critical: nothing worse to enter."""
+    out = []
+    for value, rungs in _measures(reading, thresholds):
+        worse = [rung.enter for rung in rungs if _rank(rung.level) > _rank(level)]
+        if worse:
+            out.append(value - max(worse))
+    return out

@@ -140,3 +140,14 @@ def parse_weekday(value: object) -> int:
     if isinstance(value, str) and value.strip().lower()[:3] in WEEKDAYS:
         return WEEKDAYS.index(value.strip().lower()[:3])
     raise ValueError(f"{value!r} is not a weekday; use one of {', '.join(WEEKDAYS)}")
+
+
+def parse_rate(value: object) -> float:
+    """Bytes a second from ``"1GiB/s"`` or ``"200MB/s"``."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.lower().endswith("/s"):
+        raise ValueError(f'{value!r} is not a rate; use a size per second, e.g. "1GiB/s"')
+    amount = parse_bytes(text[:-2])
+    if amount <= 0:
+        raise ValueError("a rate must be more than 0")
+    return float(amount)

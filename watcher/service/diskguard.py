@@ -7,6 +7,13 @@ while not OK. ``maintenance`` and ``critical`` hold maintenance (reason ``disk``
 operator release the hold re-arms only once the disk has recovered (DESIGN §3).
 ``disk.critical`` is what a ``command`` handler acts on to stop the application.
 
+The next sample is paced by the pure ``watcher.core.diskpace.next_delay`` (``delay``): a
+whole ``interval`` while far from every level, down to ``fast_interval`` when a crossing at
+``max_fill_rate`` is possible or a pending level needs its confirmation. The samples of the
+last minutes feed ``disk.forecast`` (``watcher.core.diskpace.forecast``): free space
+falling fast enough to reach the maintenance level within ``forecast_horizon``; said once,
+and again only after the forecast has cleared (with a margin: half the horizon again).
+
 A local filesystem is sampled directly on the service's tick (``statvfs`` returns at
 once); a network or FUSE filesystem is sampled in a worker thread with a timeout, and a
 sample that times out — or any sample that fails (the data dir gone, ESTALE) — is a
@@ -17,16 +24,22 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from watcher.config import Config
 from watcher.core.disklevels import GuardState, Reading, Thresholds, raw_level, reminder_due, step
+from watcher.core.diskpace import Pace, forecast, forecast_window, next_delay
 from watcher.core.maintenance import Hold
 from watcher.events.bus import EventBus
 from watcher.events.record import Level
 from watcher.service.controller import Controller
 from watcher.sources.disksample import filesystem_type, is_network_fs, sample, sample_with_timeout
+
+HISTORY = 1200  # samples kept for the forecast (at most 2 a second: 10 minutes)
+HISTORY_STEP = 0.5  # seconds between kept samples
 
 _EVENT_LEVEL: dict[str, Level] = {
     "ok": "info",
@@ -64,6 +77,9 @@ class DiskGuard:
         self._in_flight = threading.Lock()
         self._unavailable: str | None = None
         self.first = True
+        self.delay = config().disk.interval  # until the next sample (set by every reading)
+        self.history: deque[tuple[float, int]] = deque(maxlen=HISTORY)  # (monotonic, free)
+        self._forecast_armed = True
 
     def tick(self) -> None:
         """Sample now (local filesystems) and act on the reading."""
@@ -90,6 +106,7 @@ class DiskGuard:
 
     def _cannot_sample(self, reason: str) -> None:
         """``disk.unavailable`` once per outage (and again at the reminder interval)."""
+        self.delay = self.config().disk.interval
         now = time.monotonic()
         if self._unavailable == reason and now - self._last_event < self.config().disk.reminder:
             return
@@ -112,7 +129,10 @@ class DiskGuard:
         """
         self.reading = reading
         self._unavailable = None
-        thresholds = thresholds_of(self.config())
+        config = self.config()
+        thresholds = thresholds_of(config)
+        now = time.monotonic()
+        self._remember(now, reading)
         if self.first:
             self.first = False
             level = raw_level(reading, thresholds)
@@ -120,13 +140,14 @@ class DiskGuard:
                 self._hold(level)
             elif self.controller.hold("disk", "space") is not None:
                 self.state = GuardState(level=level)
+                self._pace(reading, thresholds)
                 return
         self.state, changed = step(self.state, reading, thresholds)
-        now = time.monotonic()
+        self._pace(reading, thresholds)
         if changed is not None:
             self._emit_level(changed, reading, thresholds)
             self._hold(changed)
-        elif reminder_due(self.state.level, self._last_event, now, self.config().disk.reminder):
+        elif reminder_due(self.state.level, self._last_event, now, config.disk.reminder):
             self._last_event = now
             self.bus.emit(
                 "disk.reminder",
@@ -134,6 +155,47 @@ class DiskGuard:
                 level=_EVENT_LEVEL[self.state.level],
                 disk=self.fields(reading, thresholds),
             )
+        self._forecast(reading, thresholds)
+
+    def _pace(self, reading: Reading, thresholds: Thresholds) -> None:
+        d = self.config().disk
+        pace = Pace(d.interval, d.fast_interval, d.max_fill_rate)
+        self.delay = next_delay(self.state, reading, thresholds, pace)
+
+    def _remember(self, now: float, reading: Reading) -> None:
+        if not self.history or now - self.history[-1][0] >= HISTORY_STEP:
+            self.history.append((now, reading.free))
+
+    def _forecast(self, reading: Reading, thresholds: Thresholds) -> None:
+        """``disk.forecast`` once when the maintenance level is near at the current rate."""
+        horizon = self.config().disk.forecast_horizon
+        if horizon <= 0 or self.state.level in ("maintenance", "critical"):
+            return
+        target = thresholds.maintenance.resolve(reading.total)
+        window = forecast_window(horizon)
+        if not self._forecast_armed:
+            if forecast(self.history, target, horizon * 1.5, window) is None:
+                self._forecast_armed = True
+            return
+        ahead = forecast(self.history, target, horizon, window)
+        if ahead is None:
+            return
+        self._forecast_armed = False
+        when = self.controller.clock() + timedelta(seconds=ahead.eta)
+        self.bus.emit(
+            "disk.forecast",
+            f"disk fills to the maintenance level ({_human(target)} free) in about "
+            f"{_duration(ahead.eta)} at {_human(int(-ahead.rate))}/s",
+            level="warning",
+            disk=self.fields(reading, thresholds),
+            forecast={
+                "level": "maintenance",
+                "eta": round(ahead.eta, 1),
+                "at": when.isoformat(),
+                "fill_rate": round(-ahead.rate),
+                "horizon": horizon,
+            },
+        )
 
     def _emit_level(self, level: str, reading: Reading, thresholds: Thresholds) -> None:
         self._last_event = time.monotonic()
@@ -184,3 +246,11 @@ def _human(amount: int) -> str:
         if amount >= size:
             return f"{amount / size:.1f} {unit}"
     return f"{amount} B"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"

@@ -226,24 +226,29 @@ class Service:
     async def _ticker(self) -> None:
         """One periodic wake-up for everything that polls: re-read the truth, sample the disk.
 
-        Sharing it keeps idle wake-ups to about one a second (the idle CPU budget is ~0.1 %).
+        Sharing it keeps idle wake-ups to about one a second (the idle CPU budget is ~0.1 %):
+        far from every disk level the disk guard asks for its next sample a whole interval
+        later, and that sample is put on a watch tick. Only near a level (or to confirm a
+        pending one) does it ask sooner, and only then does the ticker wake for it alone.
         """
+        period = min(self.config.watch.poll_interval, 1.0)
         now = anyio.current_time()
-        next_watch = now + min(self.config.watch.poll_interval, 1.0)
-        next_disk = now + self.config.disk.interval
+        next_watch = now + period
+        next_disk = now + self.disk.delay
         while True:
             await anyio.sleep(max(0.0, min(next_watch, next_disk) - anyio.current_time()))
             now = anyio.current_time()
             if now >= next_watch:
-                next_watch = now + min(self.config.watch.poll_interval, 1.0)
+                period = min(self.config.watch.poll_interval, 1.0)
+                next_watch = now + period
                 self.watcher.rearm()
                 self._tick()
             if now >= next_disk:
-                next_disk = now + self.config.disk.interval
                 if self.disk.network:
                     await self.disk.sample_async()
                 else:
                     self.disk.tick()
+                next_disk = _on_tick(anyio.current_time() + self.disk.delay, next_watch, period)
 
     def _no_space(self) -> None:
         """One of watcher's own writes failed for lack of space: look at the disk now."""
@@ -347,6 +352,14 @@ class Service:
         self.bus.replace_subscriptions(subscriptions)
         self.bus.emit("config.reloaded", "configuration reloaded", config=str(new.source))
         return True
+
+
+def _on_tick(due: float, next_watch: float, period: float) -> float:
+    """``due``, moved back onto the last watch tick at or before it when one is that late:
+    a slow disk sample shares the tick's wake-up instead of adding its own."""
+    if due < next_watch:
+        return due
+    return next_watch + ((due - next_watch) // period) * period
 
 
 def _seconds_until(moment: datetime, now: datetime) -> float:
