@@ -484,7 +484,8 @@ def test_forecast_is_said_once_when_maintenance_is_near_and_again_after_clearing
 
 def test_no_forecast_when_disabled_or_already_in_maintenance(tmp_path: Path, clock: Clock) -> None:
     """forecast_horizon = 0 turns it off; a disk already at maintenance needs no forecast."""
-    off = Rig(tmp_path / "off", make_config(_mkdir(tmp_path / "off"), forecast_horizon=0))
+    off = Rig(tmp_path / "off", make_config(_mkdir(tmp_path / "off"), forecast_horizon="0"))
+    assert make_config(tmp_path, forecast_horizon=0).disk.forecast_horizon == 0
     with capture_events(off.bus) as events:
         fill(off, clock, 400, 5, 60)
     assert "disk.forecast" not in disk_actions(events)

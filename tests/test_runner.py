@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -14,7 +15,7 @@ import anyio.to_thread
 import pytest
 
 from tests.conftest import corrupt_db, make_db
-from watcher.config import Config, JobConfig
+from watcher.config import Config, ConfigError, JobConfig
 from watcher.events.bus import EventBus
 from watcher.events.record import Event
 from watcher.jobs import job_type
@@ -508,3 +509,48 @@ async def test_a_plugin_result_that_is_not_json_is_kept_as_text(tmp_path: Path) 
         assert finished.fields["result"]["where"] == "/srv/app"
         last = rig.controller.state.jobs["odd"]
         assert len(last["result"]["output"]) == 500
+
+
+# --- bounded concurrency --------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_jobs_without_maintenance_run_at_most_max_concurrent_at_once(tmp_path: Path) -> None:
+    """With max_concurrent = 2, a third job waits until one of the first two ends."""
+    async with running(tmp_path, trigger={"max_concurrent": 2}) as rig:
+        runs = [BLOCKING.script(f"c{i}") for i in range(3)]
+        for i in range(3):
+            rig.submit(f"c{i}", maintenance=False)
+        await runs[0].started.wait()
+        await runs[1].started.wait()
+        assert not runs[2].started.is_set()
+        assert len(rig.runner.running) == 2
+        assert [r.name for r in rig.runner.queue] == ["c2"]
+        runs[0].proceed.set()
+        await runs[2].started.wait()
+        assert (await rig.wait_done("c0")).status == "finished"
+        for run in runs[1:]:
+            run.proceed.set()
+        for name in ("c1", "c2"):
+            assert (await rig.wait_done(name)).status == "finished"
+
+
+@pytest.mark.asyncio
+async def test_max_concurrent_does_not_count_the_maintenance_job(tmp_path: Path) -> None:
+    """A running maintenance job leaves every max_concurrent slot to the other jobs."""
+    async with running(tmp_path, trigger={"max_concurrent": 1}) as rig:
+        serial = await rig.start("serial")
+        other = await rig.start("other", maintenance=False)
+        assert serial.started.is_set() and other.started.is_set()
+        serial.proceed.set()
+        other.proceed.set()
+        assert (await rig.wait_done("serial")).status == "finished"
+        assert (await rig.wait_done("other")).status == "finished"
+
+
+def test_max_concurrent_defaults_to_four_per_cpu(tmp_path: Path) -> None:
+    """The default bound is four times the CPU count; 0 is a config error."""
+    config = build_config({}, source=None, data_dir=tmp_path)
+    assert config.trigger.max_concurrent == (os.cpu_count() or 1) * 4
+    with pytest.raises(ConfigError, match=r"trigger\.max_concurrent"):
+        build_config({"trigger": {"max_concurrent": 0}}, source=None, data_dir=tmp_path)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import orjson
 import pytest
 
@@ -502,7 +503,7 @@ def test_result_on_a_full_disk_waits_in_claimed(rig: Rig) -> None:
     rig.spool.take("dbcheck.full")
     [request] = rig.runner.requests
     assert request.on_start is not None and request.on_done is not None
-    request.on_start()
+    anyio.run(request.on_start)
     rig.disk.full = True
     request.on_done(outcome(request))
     [ident] = [p.name for p in rig.spool.claimed.iterdir()]
@@ -554,16 +555,16 @@ def test_progress_is_best_effort_and_not_fsynced(rig: Rig) -> None:
 def test_no_journal_record_no_run(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """A job whose ``started`` record cannot be written for lack of space fails before it runs."""
 
-    def full(_record: Mapping[str, Any]) -> None:
+    def full(_records: list[Mapping[str, Any]]) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     rig.drop("dbcheck.j")
     rig.spool.take("dbcheck.j")
     [request] = rig.runner.requests
     assert request.on_start is not None
-    monkeypatch.setattr(rig.spool.journal, "append", full)
+    monkeypatch.setattr(rig.spool.journal, "append_many", full)
     with pytest.raises(JobFailed) as caught:
-        request.on_start()
+        anyio.run(request.on_start)
     assert caught.value.reason == "insufficient_space"
 
 

@@ -129,6 +129,8 @@ class TriggerConfig:
     allowed_uids: tuple[int, ...] = ()
     allowed_paths: tuple[Path, ...] = ()
     max_size: int = 64 * 1024
+    # jobs that do not hold maintenance (command jobs) running at once; more wait their turn
+    max_concurrent: int = field(default_factory=lambda: (os.cpu_count() or 1) * 4)
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,11 @@ def _weekdays(value: Any) -> frozenset[int]:
     return days
 
 
+def _duration_or_off(value: Any) -> float:
+    """A duration, or ``0`` / ``"0"`` for off."""
+    return 0.0 if value in (0, "0") else parse_duration(value)
+
+
 def _positive_duration(value: Any) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:
@@ -402,7 +409,7 @@ def _disk(raw: object, out: _Collector, data_dir: Path) -> DiskConfig:
         timeout=section.get("timeout", _positive_duration, d.timeout),
         fast_interval=section.get("fast_interval", _positive_duration, d.fast_interval),
         max_fill_rate=section.get("max_fill_rate", parse_rate, d.max_fill_rate),
-        forecast_horizon=section.get("forecast_horizon", parse_duration, d.forecast_horizon),
+        forecast_horizon=section.get("forecast_horizon", _duration_or_off, d.forecast_horizon),
     )
     section.finish()
     if disk.fast_interval > disk.interval:
@@ -447,6 +454,9 @@ def _trigger(raw: object, out: _Collector, base: Path) -> TriggerConfig:
         allowed_uids=section.get("allowed_uids", uids, ()),
         allowed_paths=section.get("allowed_paths", roots, ()),
         max_size=section.get("max_size", parse_bytes, TriggerConfig.max_size),
+        max_concurrent=section.get(
+            "max_concurrent", _positive_int, TriggerConfig().max_concurrent
+        ),
     )
     section.finish()
     return trigger

@@ -24,7 +24,6 @@ written would only re-read the page cache. Restore re-hashes everything before i
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import re
@@ -64,7 +63,7 @@ from watcher.jobs.sqlitefiles import (
     is_side_file,
     settle_hot_journal,
 )
-from watcher.system.atomic import fsync_dir
+from watcher.system.atomic import fsync_dir, sync_filesystem
 
 SET_NAME = re.compile(r"(\d{8}T\d{6}Z)(?:-(\d+))?")
 PARTIAL = ".partial"
@@ -324,17 +323,6 @@ def _backup_watch(src: Path, stop: threading.Event) -> Callable[[int, int, int],
             raise JobFailed("database_busy", f"database {src} stayed locked for {BUSY_LIMIT} s")
 
     return watch
-
-
-def sync_filesystem(path: Path) -> None:
-    """Flush the filesystem holding ``path`` to disk (``syncfs``; ``sync`` where missing)."""
-    syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
 
 
 def _sets(dest: Path, suffix: str = "") -> Iterator[Path]:

@@ -121,14 +121,13 @@ async def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
 
 
 async def _wait(process: anyio.abc.Process, cancelled: threading.Event | None) -> Status:
-    """Wait for the process to exit (``"exited"``) or the job to be cancelled (``"cancelled"``)."""
-    while True:
-        with anyio.move_on_after(_POLL):
-            await process.wait()
-        if process.returncode is not None:
-            return "exited"
-        if cancelled is not None and cancelled.is_set():
-            return "cancelled"
+    """Wait for the process to exit (``"exited"``), or ``"cancelled"`` when the job was told
+    to stop before it began waiting. A cancellation while waiting arrives as the scope's own
+    cancellation (``_cancellable`` sets ``cancelled`` from it), so nothing is polled."""
+    if cancelled is not None and cancelled.is_set():
+        return "cancelled"
+    await process.wait()
+    return "exited"
 
 
 async def run_command(

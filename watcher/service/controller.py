@@ -69,6 +69,7 @@ class Controller:
         # reach a handler — except inside ``observe(defer=True)`` (see there); ``dirty`` is set
         # while something waits for ``flush``.
         self.autoflush = True
+        self.deferred_saves = False  # a task flushes when ``dirty`` is set (``note``)
         self.dirty = anyio.Event()
         self._dirty = False
         self._durable = True
@@ -86,6 +87,19 @@ class Controller:
         """Change non-hold parts of the state and save it."""
         self.state = replace(self.state, **changes)
         self._changed()
+
+    def note(self, **changes: Any) -> None:
+        """Change informational parts of the state (the jobs' last results) and save them
+        soon: with the service's persist task running, on its next flush, without fsync and
+        together with whatever else changed meanwhile (a burst of jobs finishing costs one
+        write, not an fsync each; a crash loses at most a last result). Otherwise now."""
+        self.state = replace(self.state, **changes)
+        if not self.deferred_saves:
+            self._changed()
+            return
+        self._dirty = True
+        self._file_at_decision = os.path.lexists(self.paths.maint_file)
+        self.dirty.set()
 
     @property
     def active(self) -> bool:

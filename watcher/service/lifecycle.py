@@ -179,6 +179,7 @@ class Service:
         take well under a millisecond, so the watch observes with ``defer`` and this task —
         after one checkpoint, which lets the woken handler tasks run — does the writes.
         """
+        self.controller.deferred_saves = True
         try:
             while True:
                 await self.controller.dirty.wait()
@@ -186,6 +187,7 @@ class Service:
                 await anyio.lowlevel.checkpoint()
                 self.controller.flush(create=False)
         finally:
+            self.controller.deferred_saves = False
             self.controller.flush()
 
     async def _shutdown(self) -> None:

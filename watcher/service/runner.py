@@ -11,10 +11,11 @@ at shutdown). A dbcheck that finds corruption emits ``db.corrupt`` and, with
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -49,7 +50,11 @@ class JobRequest:
     source: str = "schedule"  # schedule | trigger | cli
     trigger: str | None = None
     on_done: Callable[[JobOutcome], None] | None = None
-    on_start: Callable[[], None] | None = None
+    on_start: Callable[[], Awaitable[None]] | None = None  # durable before the job runs
+    # Called with a finished or failed outcome before it is announced (job.finished,
+    # job.failed): the spool files the trigger here, so whoever sees the event finds it in
+    # done/ or failed/. ``on_done`` is then not called for that outcome.
+    file_outcome: Callable[[JobOutcome], Awaitable[None]] | None = None
     on_progress: Callable[[Progress], None] | None = None
 
 
@@ -98,7 +103,8 @@ def request_for(
     args: Mapping[str, Any] | None = None,
     trigger: str | None = None,
     on_done: Callable[[JobOutcome], None] | None = None,
-    on_start: Callable[[], None] | None = None,
+    on_start: Callable[[], Awaitable[None]] | None = None,
+    file_outcome: Callable[[JobOutcome], Awaitable[None]] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> JobRequest:
     """The request to run a job: checked arguments, maintenance per config or job type."""
@@ -113,6 +119,7 @@ def request_for(
         trigger=trigger,
         on_done=on_done,
         on_start=on_start,
+        file_outcome=file_outcome,
         on_progress=on_progress,
     )
 
@@ -153,14 +160,24 @@ class JobRunner:
                 await self._wake.wait()
 
     def _start_ready(self, tg: TaskGroup) -> None:
+        """Start what the rules allow: one maintenance job at a time, and at most
+        ``[trigger] max_concurrent`` others. The rest wait in the queue (no task each)."""
         waiting: deque[JobRequest] = deque()
+        limit = self.config.trigger.max_concurrent
+        others = sum(1 for r in self.running.values() if not r.maintenance)
         while self.queue:
             request = self.queue.popleft()
             if request.maintenance and self._serial_busy:
                 waiting.append(request)
                 continue
+            if not request.maintenance:
+                if others >= limit:
+                    waiting.append(request)
+                    continue
+                others += 1
             if request.maintenance:
                 self._serial_busy = True
+            self.running[id(request)] = request
             tg.start_soon(self._run_one, request, name=f"job {request.name}")
         self.queue = waiting
 
@@ -198,36 +215,51 @@ class JobRunner:
     async def _run_one(self, request: JobRequest) -> None:
         started = self.clock()
         t0 = time.monotonic_ns()
-        self.running[id(request)] = request
         job_fields = {"name": request.name, "type": request.type, "source": request.source}
         if request.trigger:
             job_fields["trigger"] = request.trigger
         outcome: JobOutcome | None = None
+        filed = False
         try:
-            if request.maintenance:
-                self.controller.add_hold(
-                    Hold("job", request.name, since=started, message=f"job {request.name} running")
-                )
-
-            if request.on_start is not None:
-                request.on_start()
-            self.bus.emit(
-                "job.started",
-                f"job {request.name} started",
-                job=job_fields,
-                args=_loggable(request.args),
-            )
-            ctx = self._context(request, job_fields)
             try:
-                with anyio.fail_after(request.timeout):
-                    result = await _cancellable(job_type(request.type), ctx)
-            except TimeoutError:
-                raise JobFailed("timeout", f"timed out after {request.timeout:g}s") from None
-            outcome = self._finished(request, started, t0, job_fields, _json_safe(result))
-        except JobFailed as exc:
-            outcome = self._failed(
-                request, started, t0, job_fields, exc.reason, exc.message, exc.details
-            )
+                if request.maintenance:
+                    self.controller.add_hold(
+                        Hold(
+                            "job",
+                            request.name,
+                            since=started,
+                            message=f"job {request.name} running",
+                        )
+                    )
+                if request.on_start is not None:
+                    await request.on_start()
+                self.bus.emit(
+                    "job.started",
+                    f"job {request.name} started",
+                    job=job_fields,
+                    args=_loggable(request.args),
+                )
+                ctx = self._context(request, job_fields)
+                try:
+                    with anyio.fail_after(request.timeout):
+                        result = await _cancellable(job_type(request.type), ctx)
+                except TimeoutError:
+                    raise JobFailed("timeout", f"timed out after {request.timeout:g}s") from None
+                outcome, announce = self._finished(
+                    request, started, t0, job_fields, _json_safe(result)
+                )
+            except JobFailed as exc:
+                outcome, announce = self._failed(
+                    request, started, t0, job_fields, exc.reason, exc.message, exc.details
+                )
+            except Exception as exc:
+                outcome, announce = self._failed(
+                    request, started, t0, job_fields, "error", f"{type(exc).__name__}: {exc}", {}
+                )
+            if request.file_outcome is not None:
+                await request.file_outcome(outcome)  # never cancelled half-way (shielded)
+                filed = True
+            announce()
         except anyio.get_cancelled_exc_class():
             outcome = JobOutcome(
                 request.name,
@@ -245,23 +277,19 @@ class JobRunner:
                 duration_ns=time.monotonic_ns() - t0,
             )
             raise
-        except Exception as exc:
-            outcome = self._failed(
-                request, started, t0, job_fields, "error", f"{type(exc).__name__}: {exc}", {}
-            )
         finally:
-            self._settle(request, outcome)  # synchronous: cannot be cancelled half-way
+            self._settle(request, outcome, filed)  # synchronous: cannot be cancelled half-way
 
-    def _settle(self, request: JobRequest, outcome: JobOutcome | None) -> None:
+    def _settle(self, request: JobRequest, outcome: JobOutcome | None, filed: bool) -> None:
         self.running.pop(id(request), None)
         if request.maintenance:
             self.controller.release("job", request.name, why="job ended")
             self._serial_busy = False
         if outcome is not None:
-            self.controller.update(
+            self.controller.note(
                 jobs={**self.controller.state.jobs, request.name: _last_result(outcome)}
             )
-            if request.on_done is not None:
+            if request.on_done is not None and not filed:
                 request.on_done(outcome)
         self._wake.set()
         self._idle.set()
@@ -273,18 +301,21 @@ class JobRunner:
         t0: int,
         job_fields: dict[str, Any],
         result: dict[str, Any],
-    ) -> JobOutcome:
+    ) -> tuple[JobOutcome, Callable[[], object]]:
+        """The outcome, and how to announce it (``job.finished``)."""
         corrupt = result.get("corrupt") or []
         if corrupt:
             self._corruption(request, corrupt)
-        self.bus.emit(
+        announce = functools.partial(
+            self.bus.emit,
             "job.finished",
             f"job {request.name} finished",
             job=job_fields,
             result=_loggable(result),
             duration_ns=time.monotonic_ns() - t0,
         )
-        return JobOutcome(request.name, "finished", started, self.clock(), result=result)
+        outcome = JobOutcome(request.name, "finished", started, self.clock(), result=result)
+        return outcome, announce
 
     def _failed(
         self,
@@ -295,8 +326,10 @@ class JobRunner:
         reason: str,
         message: str,
         details: Mapping[str, Any],
-    ) -> JobOutcome:
-        self.bus.emit(
+    ) -> tuple[JobOutcome, Callable[[], object]]:
+        """The outcome, and how to announce it (``job.failed``)."""
+        announce = functools.partial(
+            self.bus.emit,
             "job.failed",
             f"job {request.name} failed: {message}",
             level="error",
@@ -305,7 +338,7 @@ class JobRunner:
             details=_loggable(details),
             duration_ns=time.monotonic_ns() - t0,
         )
-        return JobOutcome(
+        outcome = JobOutcome(
             request.name,
             "failed",
             started,
@@ -314,6 +347,7 @@ class JobRunner:
             message=message,
             result=dict(details),
         )
+        return outcome, announce
 
     def _corruption(self, request: JobRequest, corrupt: list[str]) -> None:
         hold = request.args.get("on_corruption", "hold") == "hold"

@@ -26,6 +26,7 @@ cannot be written does not run (``job.failed``, ``reason = "insufficient_space"`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import stat
@@ -42,6 +43,7 @@ from watcher.events.bus import NO_SPACE, EventBus
 from watcher.jobs import BUILTIN_JOBS, job_type
 from watcher.jobs.base import Job, JobFailed, Progress
 from watcher.service.controller import Clock, Controller
+from watcher.service.groupcommit import GroupCommit
 from watcher.service.journal import Journal
 from watcher.service.runner import JobOutcome, JobRunner, request_for
 from watcher.sources.triggerfile import (
@@ -56,12 +58,15 @@ from watcher.sources.triggerfile import (
     shown,
     wanted,
 )
-from watcher.system.atomic import fsync_dir, write_atomic
+from watcher.system.atomic import fsync_dir, sync_filesystem, write_atomic
 from watcher.system.plugins import PluginError
 
 PENDING_RESULT = ".result.json"  # in .claimed/: a finished trigger's result before its move
 FULL_SCAN_EVERY = 10.0  # seconds; in between, a scan lists the spool only if its mtime moved
 DATA_MOVING_TYPES = ("restore", "archive")  # built-ins whose interruption keeps the hold
+
+
+Outcome = tuple[str, str, str, dict[str, Any]]  # trigger id, file name, status, result
 
 
 def job_config(config: Config, name: str) -> JobConfig | None:
@@ -107,6 +112,10 @@ class Spool:
         # ``_warned``: the keys whose event has been emitted (once while stuck).
         self._retry: dict[str, Callable[[], None]] = {}
         self._warned: set[str] = set()
+        # Claims of this turn of the event loop, accepted together at its end (``_soon``).
+        self._claims: list[tuple[str, str, JobConfig, Job, dict[str, Any]]] = []
+        # Outcomes of ended jobs, filed in batches (``_file_finished``).
+        self._filing = GroupCommit[Outcome, dict[str, OSError]](self._file_finished)
 
     def prepare(self) -> None:
         for directory in (self.dir, self.done, self.failed, self.claimed, self.progress_dir):
@@ -193,15 +202,24 @@ class Spool:
                 reason="not_claimed",
             )
             return
+        self._claims.append((ident, name, job, impl, args))
+        if len(self._claims) == 1:
+            _soon(self._accept_claims)
+
+    def _accept_claims(self) -> None:
+        """The claims of this turn of the loop made durable with one fsync of the spool, then
+        accepted and queued (a burst of triggers: one fsync, not one per trigger)."""
+        claims, self._claims = self._claims, []
         with contextlib.suppress(OSError):
             fsync_dir(self.dir)
-        self.bus.emit(
-            "trigger.accepted",
-            f"trigger {name} accepted: job {job.name}",
-            trigger={"file": name, "id": ident},
-            job={"name": job.name, "type": job.type},
-        )
-        self._submit(ident, name, job, impl, args)
+        for ident, name, job, impl, args in claims:
+            self.bus.emit(
+                "trigger.accepted",
+                f"trigger {name} accepted: job {job.name}",
+                trigger={"file": name, "id": ident},
+                job={"name": job.name, "type": job.type},
+            )
+            self._submit(ident, name, job, impl, args)
 
     def _validate(self, path: Path, name: str) -> tuple[JobConfig, Job, dict[str, Any]]:
         """What the file asks for; raises ``Rejected``, or ``FileNotFoundError`` when gone."""
@@ -302,7 +320,7 @@ class Spool:
     def _submit(
         self, ident: str, name: str, job: JobConfig, impl: Job, args: dict[str, Any]
     ) -> None:
-        def started() -> None:
+        async def started() -> None:
             record = {
                 "event": "started",
                 "id": ident,
@@ -312,7 +330,7 @@ class Spool:
                 "at": _iso(self.clock()),
             }
             try:
-                self.journal.append(record)
+                await self.journal.append_soon(record)
             except OSError as exc:
                 if exc.errno not in NO_SPACE:
                     raise
@@ -324,6 +342,12 @@ class Spool:
 
         def done(outcome: JobOutcome) -> None:
             self._finish(ident, name, outcome.status, outcome.to_dict())
+
+        async def file(outcome: JobOutcome) -> None:
+            result = outcome.to_dict()
+            failed = await self._filing.add((ident, name, outcome.status, result))
+            if ident in failed:
+                self._not_filed(ident, name, outcome.status, result, failed[ident])
 
         def progress(p: Progress) -> None:
             with contextlib.suppress(OSError):  # best-effort: the next report replaces it
@@ -340,6 +364,7 @@ class Spool:
                 trigger=name,
                 on_start=started,
                 on_done=done,
+                file_outcome=file,
                 on_progress=progress,
             )
         except (ValueError, TypeError, OSError) as exc:  # checked once already; a plugin's whim
@@ -352,6 +377,9 @@ class Spool:
         """Result first (beside the claim, naming where the file goes), then the moves, then
         the journal: a crash at any point leaves what ``recover`` needs to complete it. What
         cannot be written now (no space) stays as it is and is tried again. Never raises."""
+        if self._filing.busy:  # a batch is being filed in the worker thread: after it
+            self._retry[f"finish:{ident}"] = lambda: self._finish(ident, name, status, result)
+            return
         try:
             target = self._pending_target(ident)
             if target is None:
@@ -363,17 +391,68 @@ class Spool:
                 )
             self._complete(ident, name, target)
         except OSError as exc:
-            self._stuck(
-                f"finish:{ident}",
-                lambda: self._finish(ident, name, status, result),
-                exc,
-                what=f"the result of trigger {name} ({status}) could not be filed",
-                where=self.claimed,
-                other="job.failed",
-                trigger={"file": name, "id": ident},
-                job={"source": "trigger", "trigger": name},
-                reason="not_filed",
-            )
+            self._not_filed(ident, name, status, result, exc)
+
+    def _file_finished(self, batch: list[Outcome]) -> dict[str, OSError]:
+        """File the triggers of one batch of ended jobs (in a worker thread: I/O only), in
+        the order ``_finish`` keeps for one: results first (beside the claims, naming where
+        each file goes), made durable together by one ``syncfs``; then the moves, one fsync
+        per folder they went to; then the journal records, one write and one fsync. A crash
+        at any point leaves what ``recover`` needs to complete each. Returns what could not
+        be filed, by trigger id (the caller says so and retries it on later scans)."""
+        failed: dict[str, OSError] = {}
+        reserved: set[Path] = set()
+        written: list[tuple[str, str, Path]] = []
+        for ident, name, status, result in batch:
+            try:
+                target = self._pending_target(ident)
+                if target is None:
+                    folder = self.done if status == "finished" else self.failed
+                    target = self._unique(folder, name, reserved)
+                    body = {"trigger": name, "id": ident, "moved_to": str(target), **result}
+                    write_atomic(
+                        self._pending_result(ident),
+                        orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str),
+                        durable=False,
+                    )
+                reserved.add(target)
+                written.append((ident, name, target))
+            except OSError as exc:
+                failed[ident] = exc
+        try:
+            if written:
+                sync_filesystem(self.claimed)
+        except OSError as exc:
+            return failed | {ident: exc for ident, _name, _target in written}
+        moved: list[tuple[str, Path]] = []
+        for ident, name, target in written:
+            try:
+                self._move(ident, name, target)
+                moved.append((ident, target))
+            except OSError as exc:
+                failed[ident] = exc
+        try:
+            for folder in {target.parent for _ident, target in moved}:
+                fsync_dir(folder)
+            self.journal.append_many([{"event": "finished", "id": i} for i, _target in moved])
+        except OSError as exc:
+            failed |= {ident: exc for ident, _target in moved}
+        return failed
+
+    def _not_filed(
+        self, ident: str, name: str, status: str, result: dict[str, Any], exc: OSError
+    ) -> None:
+        self._stuck(
+            f"finish:{ident}",
+            lambda: self._finish(ident, name, status, result),
+            exc,
+            what=f"the result of trigger {name} ({status}) could not be filed",
+            where=self.claimed,
+            other="job.failed",
+            trigger={"file": name, "id": ident},
+            job={"source": "trigger", "trigger": name},
+            reason="not_filed",
+        )
 
     def _pending_result(self, ident: str) -> Path:
         return self.claimed / f"{ident}{PENDING_RESULT}"
@@ -390,17 +469,27 @@ class Spool:
 
     def _complete(self, ident: str, name: str, target: Path) -> None:
         """The moves and the journal record; each step may already be done (a retry)."""
+        self._move(ident, name, target)
+        fsync_dir(target.parent)
+        self.journal.append({"event": "finished", "id": ident})
+
+    def _move(self, ident: str, name: str, target: Path) -> None:
+        """The trigger and its result into ``target``'s folder; each may already be there (a
+        retry, or moved before a crash)."""
         with contextlib.suppress(FileNotFoundError):
             os.rename(self.claimed / ident, target)  # moved before a crash, or a failed try
         with contextlib.suppress(FileNotFoundError):
             os.rename(self._pending_result(ident), target.with_name(f"{target.name}.result.json"))
-        fsync_dir(target.parent)
         (self.progress_dir / f"{name}.json").unlink(missing_ok=True)
-        self.journal.append({"event": "finished", "id": ident})
 
-    def _unique(self, directory: Path, name: str) -> Path:
+    def _unique(self, directory: Path, name: str, reserved: set[Path] | None = None) -> Path:
+        """A free name in ``directory``: ``name``, else with a timestamp (``reserved``: names
+        chosen in this batch and not moved in yet)."""
         target = directory / name
-        return target if not os.path.lexists(target) else directory / f"{name}.{time.time_ns()}"
+        taken = reserved or set()
+        while target in taken or os.path.lexists(target):
+            target = directory / f"{name}.{time.time_ns()}"
+        return target
 
     def _write_result(self, moved: Path, kind: str, body: dict[str, Any]) -> Path:
         path = moved.with_name(f"{moved.name}.{kind}.json")
@@ -496,6 +585,19 @@ class Spool:
                 job={"name": hold.name},
             )
             self.controller.release("job", hold.name, why="interrupted")
+
+
+def _soon(work: Callable[[], None]) -> None:
+    """Run ``work`` once the current turn of the event loop is done, so what that turn
+    gathered (a burst's claims) is done in one go; at once outside a loop.
+
+    The service runs on anyio's asyncio backend; ``work`` never raises."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        work()
+        return
+    loop.call_soon(work)
 
 
 def _iso(moment: datetime) -> str:
