@@ -16,6 +16,12 @@ Scenarios: (a) the demo data dir, (b) 100k files in 1k directories, (c) the same
 a writer process creates 20k files in ``mw/file/burst<k>``: one create, at a random
 point of the burst, and one delete during each burst.
 
+Honest references: beside watcher on 2 cores, inotifywait often waits behind it, which
+flatters the ratio. For (a) and (b) the same trials are run again with inotifywait
+**alone** (no watcher on the machine); the ratio and the verdict use that figure (issue 15:
+watcher ≤ 2 × inotifywait alone at p50, besides DESIGN's p99 ≤ 5 ms). (c) keeps the beside
+figure only: its reference also shares the cores with the burst writer.
+
 Run alone: ``python -m bench.bench_maint [--quick]``.
 """
 
@@ -60,6 +66,7 @@ from bench.stats import Latency, percentile, ratio, render_ratio
 MISS_AFTER = 2.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TARGET_P99_MS = 5.0
+ALONE_RATIO = 2.0  # issue 15: watcher's p50 within 2× inotifywait's, measured alone
 TARGET = "p99 ≤ 5 ms, 0 misses"
 WARMUP = 5
 BURST_FILES = 20_000
@@ -224,35 +231,67 @@ def bursts(rig: Rig, count: int) -> tuple[Samples, int]:
     return samples, during
 
 
-def latency_row(measure: str, samples: Samples) -> Row:
-    """One row: watcher's and inotifywait's percentiles and misses, p50 and p99 ratios."""
-    ours, ref = Latency.of(samples.ours), Latency.of(samples.reference)
+def latency_row(measure: str, samples: Samples, alone: list[float | None] | None = None) -> Row:
+    """One row: watcher's and inotifywait's percentiles and misses, p50 and p99 ratios —
+    against inotifywait alone when that was measured (and then also ≤ 2× at p50)."""
+    ours, beside = Latency.of(samples.ours), Latency.of(samples.reference)
     split = (
         f"; of which syscall → event created {_p50_p99(samples.emitted)}, "
         f"event → line readable {_p50_p99(samples.delivered)}"
     )
-    ratios = f"{render_ratio(ratio(ours.p50, ref.p50), 'p50')}, " + render_ratio(
-        ratio(ours.p99, ref.p99), "p99"
+    ref = Latency.of(alone) if alone is not None else beside
+    which = " vs alone" if alone is not None else ""
+    ratios = f"{render_ratio(ratio(ours.p50, ref.p50), 'p50' + which)}, " + render_ratio(
+        ratio(ours.p99, ref.p99), "p99" + which
     )
+    reference = f"inotifywait beside watcher {beside.render(misses=True)}"
+    if alone is not None:
+        reference = f"inotifywait alone {ref.render(misses=True)}; {reference}"
+    passed = ours.p99 <= TARGET_P99_MS and ours.misses == 0
+    if alone is not None:
+        passed = passed and ours.p50 <= ALONE_RATIO * ref.p50
     return row(
         measure,
         ours.render(misses=True) + split,
-        reference=f"inotifywait {ref.render(misses=True)}",
+        reference=reference,
         ratio=ratios,
-        target=TARGET,
-        passed=ours.p99 <= TARGET_P99_MS and ours.misses == 0,
+        target=TARGET + (f"; p50 ≤ {ALONE_RATIO:g}× inotifywait alone" if alone else ""),
+        passed=passed,
     )
+
+
+def reference_alone(data_dir: Path, count: int) -> dict[str, list[float | None]]:
+    """The same create/delete trials with inotifywait alone on ``data_dir`` (no watcher)."""
+    reset(data_dir)
+    out: dict[str, list[float | None]] = {op.name: [] for op in (CREATE, DELETE)}
+    rng = random.Random(2)
+    with stopped_at_exit(start_inotifywait(flag_dir(data_dir))) as ref:
+        assert ref.stdout is not None
+        lines = PipeLines(ref.stdout.fileno())
+        for i in range(WARMUP + count):
+            for op in (CREATE, DELETE):
+                drain(lines)
+                started = time.perf_counter_ns()
+                op.act(maint_file(data_dir))
+                found = wait_for({"r": (lines, equals(op.reference))}, started, MISS_AFTER)
+                if i >= WARMUP:
+                    out[op.name].append(found["r"])
+                time.sleep(rng.uniform(*SETTLE))
+    reset(data_dir)
+    return out
 
 
 def _p50_p99(values: list[float]) -> str:
     return f"p50 {percentile(values, 50):.2f} / p99 {percentile(values, 99):.2f} ms"
 
 
-def scenario_rows(label: str, samples: dict[str, Samples]) -> list[Row]:
+def scenario_rows(
+    label: str, samples: dict[str, Samples], alone: dict[str, list[float | None]]
+) -> list[Row]:
     """The created and deleted rows for one data directory."""
     actions = {CREATE.name: "maintenance.adopted", DELETE.name: "released_by_operator"}
     return [
-        latency_row(f"maint file {name} → {actions[name]}, {label}", s)
+        latency_row(f"maint file {name} → {actions[name]}, {label}", s, alone[name])
         for name, s in samples.items()
     ]
 
@@ -263,10 +302,12 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     workdir.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     with running(demo_dir(workdir), workdir) as rig:
-        rows += scenario_rows("demo data dir", cycles(rig, trials))
+        demo = cycles(rig, trials)
+    rows += scenario_rows("demo data dir", demo, reference_alone(demo_dir(workdir), trials))
     with running(tree_dir(workdir), workdir) as rig:
-        rows += scenario_rows("100k-file data dir", cycles(rig, trials))
+        tree = cycles(rig, trials)
         samples, during = bursts(rig, burst_count)
+    rows += scenario_rows("100k-file data dir", tree, reference_alone(tree_dir(workdir), trials))
     rows.append(
         latency_row(
             f"maint file created/deleted during 20k-file bursts elsewhere, 100k-file data dir "
