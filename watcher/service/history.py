@@ -27,6 +27,8 @@ from watcher.system import historydb
 QUEUE_SIZE = 20_000
 BATCH = 1_000
 PRUNE_EVERY = 60.0  # seconds between age/size prunes
+PRUNE_ROWS = 2_000  # or after this many rows, so a burst cannot outgrow the bound for long
+SAMPLE_EVERY = 60.0  # seconds between recorded disk samples (the guard samples more often)
 
 _Item = Event | tuple[float, int, int] | None
 
@@ -52,6 +54,7 @@ class HistoryWriter:
         self._queue: queue.Queue[_Item] = queue.Queue(QUEUE_SIZE)
         self._idle = threading.Condition()
         self._pending = 0
+        self._last_sample = 0.0
         self._thread = threading.Thread(target=self._work, name="history", daemon=True)
 
     def start(self) -> None:
@@ -63,8 +66,12 @@ class HistoryWriter:
         self._put(event)
 
     def sample(self, free: int, total: int) -> None:
-        """Record one disk reading (called from the loop; never blocks)."""
-        self._put((time.time(), free, total))
+        """Record a disk reading, at most one a minute (called from the loop; never blocks)."""
+        now = time.time()
+        if now - self._last_sample < SAMPLE_EVERY:
+            return
+        self._last_sample = now
+        self._put((now, free, total))
 
     def _put(self, item: _Item) -> None:
         with self._idle:
@@ -98,6 +105,7 @@ class HistoryWriter:
     def _work(self) -> None:
         db: sqlite3.Connection | None = None
         last_prune = 0.0
+        since_prune = 0
         stop = False
         while not stop:
             batch = [self._queue.get()]
@@ -110,8 +118,10 @@ class HistoryWriter:
             items = [i for i in batch if i is not None]
             try:
                 db = self._write(db, items)
-                if db is not None and time.monotonic() - last_prune > PRUNE_EVERY:
-                    last_prune = time.monotonic()
+                since_prune += len(items)
+                due = time.monotonic() - last_prune > PRUNE_EVERY or since_prune >= PRUNE_ROWS
+                if db is not None and due:
+                    last_prune, since_prune = time.monotonic(), 0
                     cfg = self.config()
                     historydb.prune(db, older_than=time.time() - cfg.max_age, max_size=cfg.max_size)
             except (sqlite3.Error, OSError) as exc:

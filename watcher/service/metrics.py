@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, StateSetMetricFamily
 from prometheus_client.registry import Collector
 
@@ -20,6 +26,8 @@ from watcher.core.disklevels import DiskLevel, Reading
 from watcher.core.maintenance import REASONS
 from watcher.events.record import Event
 from watcher.system.atomic import write_atomic
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # reason: untyped; no *_created series
 
 LEVELS: tuple[DiskLevel, ...] = ("ok", "warn", "maintenance", "critical")
 
