@@ -167,6 +167,20 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class HistoryConfig:
+    enabled: bool = True
+    max_age: float = 7 * 86400.0  # seconds
+    max_size: int = 64 * 1024**2  # bytes
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = ""  # "127.0.0.1:9469"; empty: no listener
+    textfile: str = ""  # node_exporter textfile path; empty: none
+    release_token_file: str = ""  # empty: the release action is off
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     paths: PathsConfig
@@ -179,6 +193,8 @@ class Config:
     jobs: tuple[JobConfig, ...] = ()
     handlers: tuple[HandlerConfig, ...] = (HandlerConfig(),)
     service: ServiceConfig = ServiceConfig()
+    history: HistoryConfig = HistoryConfig()
+    http: HttpConfig = HttpConfig()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -573,6 +589,8 @@ def build_config(
         shutdown_timeout=service_s.get("shutdown_timeout", parse_duration, 30.0)
     )
     service_s.finish()
+    history = _history(top.raw("history") or {}, out)
+    http = _http(top.raw("http") or {}, out, base)
     top.finish()
     if out.problems:
         raise ConfigError(out.problems)
@@ -588,7 +606,45 @@ def build_config(
         jobs=tuple(jobs),
         handlers=tuple(handlers) if handlers_raw else (HandlerConfig(),),
         service=service,
+        history=history,
+        http=http,
     )
+
+
+def _history(raw: object, out: _Collector) -> HistoryConfig:
+    section = _Section(raw, "history", out)
+    d = HistoryConfig()
+    history = HistoryConfig(
+        enabled=section.get("enabled", _boolean, d.enabled),
+        max_age=section.get("max_age", _positive_duration, d.max_age),
+        max_size=section.get("max_size", parse_bytes, d.max_size),
+    )
+    section.finish()
+    return history
+
+
+def _listen(value: Any) -> str:
+    host, sep, port = _string(value).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return str(value)
+
+
+def _http(raw: object, out: _Collector, base: Path) -> HttpConfig:
+    section = _Section(raw, "http", out)
+
+    def path(value: Any) -> str:
+        return str(base / _string(value))
+
+    http = HttpConfig(
+        listen=section.get("listen", _listen, ""),
+        textfile=section.get("textfile", path, ""),
+        release_token_file=section.get("release_token_file", path, ""),
+    )
+    section.finish()
+    if http.release_token_file and not Path(http.release_token_file).is_file():
+        out.add("http.release_token_file", f"file {http.release_token_file} does not exist")
+    return http
 
 
 class PluginChecks(Protocol):

@@ -173,6 +173,18 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return EXIT_OK if report["config_check"]["ok"] else EXIT_FAILURE
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from watcher.cli.history import history_path, read, render
+
+    config = _config(args)
+    try:
+        rows = read(history_path(config.paths.state), args.since, args.action)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    print(render(rows, as_json=args.json))
+    return EXIT_OK
+
+
 def _deliver(text: str, output: str | None) -> None:
     """A report to ``--output F``, or to stdout."""
     if output:
@@ -223,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("diagnose", cmd_diagnose, "environment report for support")
     p.add_argument("--output", metavar="F", help="write the report to F")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("history", cmd_history, "recent events from the history file")
+    p.add_argument("--since", default="24h", metavar="DURATION", help="how far back (24h)")
+    p.add_argument("--action", default="*", metavar="GLOB", help="e.g. 'maintenance.*'")
+    p.add_argument("--json", action="store_true", help="one ECS JSON document a line")
     config = sub.add_parser("config", help="configuration commands")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = config_sub.add_parser("check", help="validate the configuration without running")

@@ -18,6 +18,7 @@ BUILTIN_HANDLERS = {
     "log": "watcher.handlers.log:LogHandler",
     "command": "watcher.handlers.command:CommandHandler",
     "webhook": "watcher.handlers.webhook:WebhookHandler",
+    "page": "watcher.handlers.page:PageHandler",
 }
 
 
@@ -39,6 +40,13 @@ def check_handler(config: HandlerConfig) -> list[str]:
         handler_factory(config.type)
     except PluginError as exc:
         return [f"type: {exc}"]
+    if config.type == "page":
+        from watcher.handlers.page import _options
+
+        try:
+            _options(dict(config.options))
+        except ValueError as exc:
+            return [str(exc)]
     return []
 
 

@@ -29,6 +29,9 @@ from watcher.handlers import build_handler
 from watcher.registry import load_config
 from watcher.service.controller import Clock, Controller, utc_now
 from watcher.service.diskguard import DiskGuard
+from watcher.service.history import HistoryWriter
+from watcher.service.metrics import Metrics
+from watcher.service.observe import ServiceView
 from watcher.service.operations import RequestError, enter, leave
 from watcher.service.runner import JobRunner
 from watcher.service.scheduler import Scheduler
@@ -38,6 +41,8 @@ from watcher.sources.control import answer, control_dir, pending, take
 from watcher.sources.watching import FlatWatcher
 from watcher.system.lock import InstanceLock
 from watcher.system.sdnotify import Notifier
+from watcher.web.app import Broker, build_app
+from watcher.web.app import serve as serve_http
 
 
 class Service:
@@ -66,6 +71,7 @@ class Service:
             lambda: self.config, self.bus, self.controller, self.runner, clock
         )
         self.disk = DiskGuard(lambda: self.config, self.bus, self.controller)
+        self._observers(config)
         mode = config.watch.mode
         if mode == "auto":
             mode = "poll" if self.disk.network else "native"
@@ -81,6 +87,69 @@ class Service:
         self._deadline_changed = anyio.Event()
         self._stopping = False
 
+    def _observers(self, config: Config) -> None:
+        """Metrics, history and the SSE broker: taps on the bus, never able to stall it."""
+        self.metrics = Metrics(
+            self.controller.snapshot, lambda: (self.disk.state.level, self.disk.reading)
+        )
+        self.bus.taps.append(self.metrics)
+        self.history: HistoryWriter | None = None
+        if config.history.enabled:
+            self.history = HistoryWriter(
+                config.paths.state / "history.db",
+                lambda: self.config.history,
+                self.origin,
+                writable=lambda: self.disk.state.level == "ok",  # stop below the warn level
+            )
+            self.bus.taps.append(self.history)
+        self.broker = Broker()
+        self.bus.taps.append(self.broker)
+        self.http_port: int | None = None
+
+    async def _listen(self, tg: anyio.abc.TaskGroup) -> None:
+        """The HTTP listener (``[http] listen``): metrics, status page, SSE."""
+        http = self.config.http
+        if not http.listen:
+            return
+        host, _, port = http.listen.rpartition(":")
+        token = None
+        if http.release_token_file:
+            token = _read_token(Path(http.release_token_file))
+        view = ServiceView(
+            lambda: self.config,
+            self.controller,
+            self.disk,
+            self.metrics,
+            self.config.paths.state / "history.db",
+        )
+        app = build_app(
+            view, self.broker, release=self._release if token else None, token=token
+        )
+        self.http_port = await tg.start(serve_http, app, host.strip("[]"), int(port))
+
+    async def _release(self) -> str:
+        """The status page's "release manual maintenance" action (authenticated there)."""
+        message = leave(self.controller, running=self.runner.running_names)
+        self.controller.flush()
+        return message
+
+    def _observe_disk(self) -> None:
+        """After a disk sample: record it in the history, refresh the metrics textfile."""
+        reading = self.disk.reading
+        if self.history is not None and reading is not None:
+            self.history.sample(reading.free, reading.total)
+        if self.config.http.textfile:
+            try:
+                self.metrics.write_textfile(Path(self.config.http.textfile))
+            except OSError as exc:
+                self.bus.emit(
+                    "handler.failed",
+                    f"metrics textfile: {exc}",
+                    level="error",
+                    reason=str(exc),
+                    handler={"name": "metrics.textfile", "failures": 1},
+                )
+
     # --- lifecycle ---------------------------------------------------------------------
 
     async def serve(self) -> int:
@@ -88,6 +157,8 @@ class Service:
         self.lock.acquire(patience=1.0)
         try:
             self._prepare_directories()
+            if self.history is not None:
+                self.history.start()
             for subscription in self._subscriptions(self.config):
                 self.bus.subscribe(subscription)
             async with anyio.create_task_group() as tg:
@@ -98,6 +169,8 @@ class Service:
                 tg.cancel_scope.cancel()
         finally:
             await self.bus.aclose()
+            if self.history is not None:
+                await self.history.aclose()
             self.lock.release()
         return 0
 
@@ -163,6 +236,8 @@ class Service:
             await tg.start(treewatch.watch_tree, self.config, self.bus)
         tg.start_soon(self.notifier.watchdog, name="watchdog")
         tg.start_soon(self._persist, name="persist")
+        await self._listen(tg)
+        self._observe_disk()
         self.bus.emit(
             "service.ready",
             "watcher ready",
@@ -250,6 +325,7 @@ class Service:
                     await self.disk.sample_async()
                 else:
                     self.disk.tick()
+                self._observe_disk()
                 next_disk = _on_tick(anyio.current_time() + self.disk.delay, next_watch, period)
 
     def _no_space(self) -> None:
@@ -376,3 +452,8 @@ def inotify_limits() -> dict[str, int]:
         except (OSError, ValueError):
             continue
     return limits
+
+
+def _read_token(path: Path) -> str | None:
+    """The release action's token (read once at start; an empty file turns the action off)."""
+    return path.read_text().strip() or None
