@@ -40,6 +40,7 @@ from watcher.jobs.archivedb import (
     referenced,
     selection,
 )
+from watcher.jobs.archives import INFO
 from watcher.jobs.backup import ARCHIVE_DIR
 from watcher.jobs.base import (
     ArgumentError,
@@ -66,7 +67,6 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SPACE = re.compile(r"ws\d+")
 _PARTIAL = re.compile(r"\.back(\d+)\.partial")
 JOURNAL = ".archive-journal.json"
-INFO = "archive.json"
 
 
 def next_archive_id(archive_root: Path) -> int:
@@ -174,7 +174,7 @@ def _build(
                 "database": sel.database,
                 "table": sel.table,
                 "rows": rows,
-                "from": period_start(back, sel),
+                "from": period_start(back, sel, now.tzinfo),
             }
         )
         meter.add(1, rows)

@@ -202,8 +202,11 @@ def delete_rows(live: Path, sel: Selection, expected: int) -> int:
     return int(cur.rowcount)
 
 
-def period_start(back: Path, sel: Selection) -> Any:
-    """The oldest date value among the archived rows (``None`` when there are none)."""
+def period_start(back: Path, sel: Selection, tz: tzinfo | None) -> str | None:
+    """The day of the oldest archived row, ``YYYY-MM-DD`` (``None`` when there are none)."""
     with closing(sqlite3.connect(f"file:{back}?mode=ro", uri=True)) as conn:
         sql = f"SELECT min({quote(sel.date_column)}) FROM {quote(sel.table)}"
-        return conn.execute(sql).fetchone()[0]
+        value = conn.execute(sql).fetchone()[0]
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz).date().isoformat()
+    return None if value is None else str(value)[:10]
