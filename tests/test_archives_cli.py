@@ -88,7 +88,9 @@ def test_archive_files_read_only(root: Path) -> None:
             assert os.stat(Path(dirpath, name)).st_mode & 0o777 == 0o444
 
 
-def test_archives_from_config(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_archives_from_config(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """With a config naming data_dir, archives needs no --data-dir."""
     cfg = write_config(tmp_path / "w.toml", f'data_dir = "{root}"\n')
     assert main(["archives", "--config", str(cfg)]) == 0
