@@ -1,187 +1,224 @@
-"""Archive job on real files: what moves, what stays, read-only result, manifest, IDs."""
+"""Record-level archive on a mail-shaped data dir: rows, attachments, IDs, read-only, recovery."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
-import stat
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 import watcher.jobs.space
+from watcher.config import ArchiveConfig
+from watcher.demo import MAIL_TABLES, add_mail_data
 from watcher.jobs import archive as archive_mod
-from watcher.jobs.archive import JOB, archive, cutoff
+from watcher.jobs.archive import JOB, JOURNAL, archive, recover
+from watcher.jobs.archivedb import cutoff
 from watcher.jobs.base import ArgumentError, DataPaths, JobContext, JobFailed
-from watcher.jobs.manifest import hash_file, read_manifest, verify_manifest
-from watcher.jobs.space import tree_size
+from watcher.jobs.manifest import read_manifest, verify_manifest
 
-BEFORE = date(2026, 1, 1)
-NOW = datetime(2026, 3, 1, 12, 0).astimezone()
-OLD = datetime(2025, 12, 31, 23, 0).timestamp()
-NEW = datetime(2026, 1, 1, 1, 0).timestamp()
+BEFORE = date(2025, 1, 1)
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+CONFIG = ArchiveConfig(tables=MAIL_TABLES, immutable=False)
 
 
-def put(path: Path, content: bytes, mtime: float) -> Path:
-    """Write ``path`` and set its modification time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    os.utime(path, (mtime, mtime))
-    return path
+def rows(db: Path, sql: str) -> list[Any]:
+    """The rows a query returns (read-only open)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
 
 @pytest.fixture
 def paths(tmp_path: Path) -> DataPaths:
-    """A data dir with old and new files, old databases and an old maint file."""
+    """A mail-shaped data dir: 2024-01-01 … 2025-12-31, attachments in ws1 and ws2."""
     mw = tmp_path / "mw"
-    p = DataPaths(tmp_path, mw / "data" / "maint", mw / "data", mw / "file", mw,
-                  mw / "log", mw / "watcher")
-    put(p.data / "old.txt", b"old data", OLD)
-    put(p.data / "new.txt", b"new data", NEW)
-    put(p.files / "ws1" / "old.bin", b"o" * 5000, OLD)
-    put(p.files / "ws1" / "sub" / "older.bin", b"p" * 7, OLD - 86400 * 365)
-    put(p.files / "ws2" / "new.bin", b"n" * 10, NEW)
-    with sqlite3.connect(p.data / "app.db") as conn:
-        conn.execute("CREATE TABLE t(x)")
+    add_mail_data(mw, 300, date(2024, 1, 1), 730)
+    (mw / "data" / "maint").write_text("{}")
+    return DataPaths(tmp_path, mw / "data" / "maint", mw / "data", mw / "file", mw,
+                     mw / "log", mw / "watcher")
+
+
+def snapshot(paths: DataPaths) -> dict[str, Any]:
+    """Every live row and every file under mw/file, for comparing states."""
+    data = paths.data
+    files = sorted(p.relative_to(paths.files).as_posix() for p in paths.files.rglob("*")
+                   if p.is_file())
+    return {
+        "mails": rows(data / "mail.db", "SELECT * FROM mails ORDER BY id"),
+        "calls": rows(data / "phone.db", "SELECT * FROM calls ORDER BY id"),
+        "customers": rows(data / "address.db", "SELECT * FROM customers ORDER BY id"),
+        "files": files,
+    }
+
+
+def test_rows_before_the_date_move_with_their_attachments(paths: DataPaths) -> None:
+    """Old rows are in back1 and gone from live, new rows stay, attachments follow rows."""
+    before = snapshot(paths)
+    result = archive(paths, BEFORE, now=NOW, config=CONFIG)
+    back = paths.archive_root / "back1"
+    assert result["id"] == 1 and result["archive"] == str(back)
+    old_mails = [r for r in before["mails"] if r[2] < "2025-01-01"]
+    assert rows(back / "data" / "mail.db", "SELECT * FROM mails ORDER BY id") == old_mails
+    live = rows(paths.data / "mail.db", "SELECT * FROM mails ORDER BY id")
+    assert live == [r for r in before["mails"] if r[2] >= "2025-01-01"] and live
+    cut = cutoff(BEFORE, UTC)
+    assert all(r[2] < cut for r in rows(back / "data" / "phone.db", "SELECT * FROM calls"))
+    assert all(r[2] >= cut for r in rows(paths.data / "phone.db", "SELECT * FROM calls"))
+    assert rows(paths.data / "address.db", "SELECT min(updated) FROM customers")[0][0] >= (
+        "2025-01-01")
+    for _id, ws, _when, _subject, att in old_mails:
+        if att:
+            assert (back / "file" / ws / att).is_file() and not (paths.files / ws / att).exists()
+    for _id, ws, _when, _subject, att in live:
+        if att:
+            assert (paths.files / ws / att).is_file()
+    assert (paths.data / "settings.ini").is_file() and paths.maint_file.is_file()
+    assert result["rows"] == len(old_mails) + sum(
+        t["rows"] for t in result["tables"] if t["table"] != "mails")
+    assert verify_manifest(back) == [] and read_manifest(back)[0] == "archive"
+    info = json.loads((back / "archive.json").read_text())
+    assert info["before"] == "2025-01-01" and info["tables"][0]["from"].startswith("2024-01-01")
+    assert not (paths.archive_root / JOURNAL).exists()
+
+
+def test_archive_schema_and_indexes_are_kept(paths: DataPaths) -> None:
+    """The archive database has the live table's definition and its indexes."""
+    archive(paths, BEFORE, now=NOW, config=CONFIG)
+    schema = "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'mails' ORDER BY name"
+    assert rows(paths.archive_root / "back1/data/mail.db", schema) == rows(
+        paths.data / "mail.db", schema)
+
+
+def test_one_space_only(paths: DataPaths) -> None:
+    """With space = ws1 only ws1's rows move; tables without a space column are left alone."""
+    archive(paths, BEFORE, now=NOW, config=CONFIG, space="ws1")
+    back = paths.archive_root / "back1"
+    assert {r[0] for r in rows(back / "data/mail.db", "SELECT space FROM mails")} == {"ws1"}
+    assert {r[0] for r in rows(back / "data/phone.db", "SELECT space FROM calls")} == {1}
+    assert not (back / "data" / "address.db").exists()
+    old_ws2 = rows(paths.data / "mail.db",
+                   "SELECT count(*) FROM mails WHERE space = 'ws2' AND received < '2025'")
+    assert old_ws2[0][0] > 0
+    assert json.loads((back / "archive.json").read_text())["space"] == "ws1"
+
+
+def test_second_archive_gets_a_new_id(paths: DataPaths) -> None:
+    """A later date archives the rows left into back2; nothing to do makes no directory."""
+    first = archive(paths, BEFORE, now=NOW, config=CONFIG)
+    again = archive(paths, BEFORE, now=NOW, config=CONFIG)
+    second = archive(paths, date(2025, 7, 1), now=NOW, config=CONFIG)
+    assert (first["id"], again["id"], second["id"]) == (1, None, 2)
+    assert (paths.archive_root / "back2" / "data" / "mail.db").is_file()
+
+
+def test_archive_is_read_only(paths: DataPaths) -> None:
+    """Files 0444, directories 0555; chattr reported when not asked."""
+    result = archive(paths, BEFORE, now=NOW, config=CONFIG)
+    back = paths.archive_root / "back1"
+    for dirpath, _dirs, names in os.walk(back):
+        assert os.stat(dirpath).st_mode & 0o777 == 0o555
+        for name in names:
+            assert os.stat(Path(dirpath, name)).st_mode & 0o777 == 0o444
+    assert result["immutable"] is False and "not asked" in result["immutable_problem"]
+
+
+def test_shared_attachment_is_copied_not_moved(paths: DataPaths) -> None:
+    """An attachment an old and a new row both name stays live and is copied into back1."""
+    with sqlite3.connect(paths.data / "mail.db") as conn:
+        conn.execute("UPDATE mails SET attachment = 'att/mail-1.txt' WHERE id = 300")
     conn.close()
-    os.utime(p.data / "app.db", (OLD, OLD))
-    put(p.data / "app.db-wal", b"", OLD)
-    put(p.data / "blob", b"SQLite format 3\x00" + bytes(100), OLD)
-    put(p.maint_file, b"{}", OLD)
-    return p
+    archive(paths, BEFORE, now=NOW, config=CONFIG)
+    assert (paths.files / "ws2" / "att" / "mail-1.txt").is_file()
+    assert (paths.archive_root / "back1/file/ws2/att/mail-1.txt").is_file()
 
 
-def test_archive_moves_only_old_files(paths: DataPaths) -> None:
-    """Old files move with their relative paths; new files, databases and the maint file stay."""
-    result = archive(paths, BEFORE, now=NOW)
-    root = paths.archive_root / "back1"
-    assert result == {"before": "2026-01-01", "skipped_databases": 3, "archive": str(root),
-                      "id": 1, "files": 3, "bytes": 8 + 5000 + 7}
-    assert (root / "data" / "old.txt").read_bytes() == b"old data"
-    assert (root / "file" / "ws1" / "sub" / "older.bin").read_bytes() == b"p" * 7
-    assert (root / "file" / "ws1" / "old.bin").stat().st_mtime == OLD
-    assert not (paths.data / "old.txt").exists()
-    for stays in ("data/new.txt", "data/app.db", "data/app.db-wal", "data/blob", "data/maint",
-                  "file/ws2/new.bin"):
-        assert (paths.archive_root / stays).exists(), stays
-    assert (paths.files / "ws1" / "sub").is_dir()
+def test_files_not_named_by_rows_never_move(paths: DataPaths) -> None:
+    """Old files no row names, and everything without config, stay in live data."""
+    stray = paths.files / "ws1" / "stray.bin"
+    stray.write_bytes(b"x")
+    os.utime(stray, (0, 0))
+    archive(paths, BEFORE, now=NOW, config=ArchiveConfig())
+    assert not (paths.archive_root / "back1").exists()
+    archive(paths, BEFORE, now=NOW, config=CONFIG)
+    assert stray.is_file() and (paths.data / "settings.ini").is_file()
 
 
-def test_databases_are_recognised_in_any_case(paths: DataPaths) -> None:
-    """A database named in capitals (even an empty one) and a journal stay, and are counted."""
-    put(paths.data / "OLD.DB", b"", OLD)
-    put(paths.data / "app.db-journal", b"", OLD)
-    result = archive(paths, BEFORE, now=NOW)
-    assert (result["skipped_databases"], result["files"]) == (5, 3)
-    assert (paths.data / "OLD.DB").exists() and (paths.data / "app.db-journal").exists()
+def test_failure_before_the_commit_restores_the_old_state(
+    paths: DataPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while sealing leaves rows, attachments and no archive, as before."""
+    before = snapshot(paths)
+
+    def broken(*_a: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(archive_mod, "_seal", broken)
+    with pytest.raises(OSError):
+        archive(paths, BEFORE, now=NOW, config=CONFIG)
+    assert snapshot(paths) == before
+    assert sorted(p.name for p in paths.archive_root.iterdir()) == ["data", "file"]
 
 
-def test_archive_is_read_only_with_a_manifest(paths: DataPaths) -> None:
-    """The archive's files are 0444, its directories 0555, and its manifest verifies."""
-    root = Path(archive(paths, BEFORE, now=NOW)["archive"])
-    kind, entries = read_manifest(root)
-    assert kind == "archive"
-    assert {e.path for e in entries} == {"data/old.txt", "file/ws1/old.bin",
-                                         "file/ws1/sub/older.bin"}
-    assert verify_manifest(root) == []
-    for path in [root, *root.rglob("*")]:
-        expected = 0o555 if path.is_dir() else 0o444
-        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+def test_failure_after_the_commit_is_completed_by_recovery(
+    paths: DataPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash while deleting leaves the journal; recovery deletes the archived rows."""
+    real = archive_mod._finish
 
+    def crash(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
 
-def test_archive_ids_increment(paths: DataPaths) -> None:
-    """Each archive takes one more than the largest existing ``back<ID>``."""
-    (paths.archive_root / "back7").mkdir()
-    (paths.archive_root / "backup").mkdir()
-    assert archive(paths, BEFORE, now=NOW)["id"] == 8
-    put(paths.data / "again.txt", b"x", OLD)
-    assert archive(paths, BEFORE, now=NOW)["archive"] == str(paths.archive_root / "back9")
-
-
-def test_nothing_old_makes_no_archive(paths: DataPaths) -> None:
-    """With no file older than the date, no directory is created."""
-    result = archive(paths, date(2000, 1, 1), now=NOW)
-    assert (result["archive"], result["files"]) == (None, 0)
-    assert not list(paths.archive_root.glob("back*"))
+    monkeypatch.setattr(archive_mod, "_finish", crash)
+    with pytest.raises(KeyboardInterrupt):
+        archive(paths, BEFORE, now=NOW, config=CONFIG)
+    monkeypatch.setattr(archive_mod, "_finish", real)
+    assert (paths.archive_root / JOURNAL).exists()
+    done = recover(paths)
+    assert done is not None and done["action"] == "completed"
+    assert rows(paths.data / "mail.db", "SELECT count(*) FROM mails WHERE received < '2025'") == [
+        (0,)]
+    assert recover(paths) is None
 
 
 def test_insufficient_space_is_refused_with_the_numbers(
     paths: DataPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Archive needs twice ``mw/data`` plus the workspaces free, and says so when refused."""
-    monkeypatch.setattr(watcher.jobs.space, "free_bytes", lambda _p: 100)
-    needed = 2 * tree_size(paths.data) + tree_size(paths.files / "ws1") + tree_size(
-        paths.files / "ws2"
-    )
-    with pytest.raises(JobFailed) as info:
-        archive(paths, BEFORE, now=NOW)
-    assert info.value.reason == "insufficient_space"
-    assert (info.value.details["needed"], info.value.details["free"]) == (needed, 100)
-    assert (paths.data / "old.txt").exists()
+    """Free space under 2× mw/data + Σ ws* refuses the archive with both numbers."""
+    monkeypatch.setattr(watcher.jobs.space, "free_bytes", lambda _p: 10)
+    with pytest.raises(JobFailed) as caught:
+        archive(paths, BEFORE, now=NOW, config=CONFIG)
+    assert caught.value.reason == "insufficient_space" and caught.value.details["free"] == 10
 
 
-def test_failure_moves_files_back(paths: DataPaths, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An error half-way puts the moved files back and removes the new directory."""
-    calls: list[Path] = []
-
-    def failing_hash(path: Path) -> tuple[int, str]:
-        calls.append(path)
-        if len(calls) == 2:
-            raise OSError(5, "Input/output error")
-        return hash_file(path)
-
-    monkeypatch.setattr(archive_mod, "hash_file", failing_hash)
-    with pytest.raises(JobFailed) as info:
-        archive(paths, BEFORE, now=NOW)
-    assert info.value.reason == "archive_failed"
-    assert (paths.data / "old.txt").read_bytes() == b"old data"
-    assert (paths.files / "ws1" / "old.bin").exists()
-    assert not (paths.archive_root / "back1").exists()
-
-
-@pytest.mark.parametrize(
-    "tz", [ZoneInfo("Asia/Tokyo"), ZoneInfo("America/New_York"), ZoneInfo("UTC")]
-)
+@pytest.mark.parametrize("tz", [ZoneInfo("Asia/Tokyo"), ZoneInfo("UTC")])
 def test_cutoff_is_local_midnight(tz: ZoneInfo) -> None:
-    """The cut-off is midnight at the start of the date in the configured zone."""
-    assert cutoff(BEFORE, tz) == datetime(2026, 1, 1, tzinfo=tz).timestamp()
-
-
-def test_cutoff_without_a_zone_name_uses_system_time() -> None:
-    """A fixed-offset zone (from ``astimezone()``) falls back to the system's local midnight."""
-    fixed = timezone(timedelta(hours=5))
-    assert cutoff(BEFORE, fixed) == datetime(2026, 1, 1).timestamp()
+    """Unix date columns are compared with midnight in the configured zone."""
+    assert cutoff(BEFORE, tz) == datetime(2025, 1, 1, tzinfo=tz).timestamp()
+    assert cutoff(BEFORE, UTC) == datetime(2025, 1, 1).timestamp()
 
 
 @pytest.mark.parametrize(
     ("args", "word"),
-    [
-        ({}, "before"),
-        ({"before": "2026-13-01"}, "before"),
-        ({"before": "20260101"}, "before"),
-        ({"before": datetime(2026, 1, 1)}, "before"),
-        ({"before": 20260101}, "before"),
-        ({"before": "2026-01-01", "after": "x"}, "after"),
-    ],
+    [({}, "required"), ({"before": "2025-13-01"}, "YYYY-MM-DD"), ({"x": 1}, "unknown"),
+     ({"before": "2025-01-01", "space": "mail"}, "ws1")],
 )
 def test_check_args_names_the_bad_argument(args: dict[str, object], word: str) -> None:
-    """Bad or missing arguments raise ``ArgumentError`` naming the argument."""
+    """Bad or missing arguments are one clear error naming the argument."""
     with pytest.raises(ArgumentError, match=word):
         JOB.check_args(args)
 
 
-def test_check_args_accepts_a_toml_date() -> None:
-    """A TOML date and an ISO string normalise to the same string."""
-    assert JOB.check_args({"before": BEFORE}) == JOB.check_args({"before": " 2026-01-01 "})
-    assert JOB.check_args({"before": BEFORE}) == {"before": "2026-01-01"}
-
-
 @pytest.mark.asyncio
 async def test_job_runs_through_the_protocol(paths: DataPaths) -> None:
-    """The job object runs the archive in a thread and returns counts and bytes."""
-    ctx = JobContext("a", "archive", paths, {"before": "2026-01-01"}, now=lambda: NOW)
+    """The job takes the archive tables from its context and reports rows and attachments."""
+    ctx = JobContext("archive", "archive", paths, {"before": "2025-01-01", "space": "ws2"},
+                     now=lambda: NOW, archive=CONFIG)
     result = await JOB.run(ctx)
-    assert (result["files"], result["id"]) == (3, 1)
-    assert JOB.maintenance_default and not JOB.retry_safe and JOB.path_args == ()
+    assert result["id"] == 1 and result["space"] == "ws2" and result["attachments"] > 0

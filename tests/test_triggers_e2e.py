@@ -44,7 +44,6 @@ from watcher.system.atomic import write_atomic
 
 Maker = Callable[[Path, Path], str]
 PY = sys.executable
-OLD = 930_000_000  # 1999-06-21, before the archive cut-off used below
 
 HELLO = (
     "import os, sys; "
@@ -552,48 +551,52 @@ def test_restore_of_a_damaged_set_touches_nothing(
     assert not maint(data_dir).exists()
 
 
-def test_archive_read_only_with_manifest(data_dir: Path, service: Start) -> None:
-    """archive moves old files into a new read-only back<ID> with a manifest; databases stay."""
-    svc = service()
+ARCHIVE_TABLES = """
+[archive]
+immutable = false
+[[archive.tables]]
+database = "mail.db"
+table = "mails"
+date_column = "received"
+space_column = "space"
+attachment_column = "attachment"
+attachment_path = "{space}/{value}"
+"""
+
+
+def test_archive_read_only_with_manifest(data_dir: Path, service: Start, tmp_path: Path) -> None:
+    """archive moves old rows and their attachments into a read-only back1 with a manifest."""
+    config = write_config(tmp_path / "archive.toml", ARCHIVE_TABLES)
+    svc = service(config)
     spool = spool_of(data_dir)
-    files = data_dir / "mw" / "file"
-    old = [files / "ws1" / "attachment-0.txt", files / "ws1" / "attachment-1.txt",
-           files / "ws2" / "attachment-2.txt"]
-    contents = {p: p.read_bytes() for p in old}
     db = data_dir / "mw" / "data" / "mail.db"
-    for path in [*old, db]:
-        os.utime(path, (OLD, OLD))
+    with sqlite3.connect(db) as conn:
+        (old,) = conn.execute("SELECT count(*) FROM mails WHERE received < '2025'").fetchone()
+        (total,) = conn.execute("SELECT count(*) FROM mails").fetchone()
+    conn.close()
 
     mark = svc.mark()
-    run_trigger(svc, spool, "archive.json", {"job": "archive", "args": {"before": "2000-01-01"}})
+    body = {"job": "archive", "args": {"before": "2025-01-01"}}
+    run_trigger(svc, spool, "archive.json", body)
     held = svc.wait_for("maintenance.hold_added", after=mark)
     assert held["watcher"]["hold"]["name"] == "archive"
     svc.wait_for("maintenance.left", after=mark)
     doc = result(spool, "done", "archive.json")["result"]
-    back = data_dir / "mw" / "back2"  # the demo already has back1
-    assert doc["archive"] == str(back) and doc["id"] == 2
-    assert doc["files"] == 3
-    assert doc["bytes"] == sum(len(c) for c in contents.values())
-    assert doc["skipped_databases"] >= 2
-
-    assert db.exists() and rows(db) == 500
-    for path, content in contents.items():
-        assert not path.exists()
-        moved = back / "file" / path.relative_to(files)
-        assert moved.read_bytes() == content
+    back = data_dir / "mw" / "back1"
+    assert doc["archive"] == str(back) and doc["id"] == 1 and doc["rows"] == old > 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM mails").fetchone() == (total - old,)
+    conn.close()
+    assert rows(db) == 500  # a table no config names is untouched
     for dirpath, _dirs, names in os.walk(back):
         assert os.stat(dirpath).st_mode & 0o777 == 0o555, dirpath
         for name in names:
             assert os.stat(Path(dirpath, name)).st_mode & 0o777 == 0o444, name
     manifest = json.loads((back / "manifest.json").read_bytes())
     assert manifest["kind"] == "archive"
-    listed = {e["path"]: e for e in manifest["files"]}
-    assert set(listed) == {f"file/{p.relative_to(files).as_posix()}" for p in old}
-    for path, content in contents.items():
-        entry = listed[f"file/{path.relative_to(files).as_posix()}"]
-        assert entry["sha256"] == hashlib.sha256(content).hexdigest()
-        assert entry["size"] == len(content)
+    assert "data/mail.db" in {e["path"] for e in manifest["files"]}
     assert verify_manifest(back) == []
+    assert (data_dir / "mw" / "data" / "settings.ini").is_file()
     assert not maint(data_dir).exists()
 
 

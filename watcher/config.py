@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ JOB_ARG_KEYS: dict[str, frozenset[str]] = {
     "dbcheck": frozenset({"check", "on_corruption", "optimise"}),
     "backup": frozenset({"dest", "keep"}),
     "restore": frozenset({"from"}),
-    "archive": frozenset({"before"}),
+    "archive": frozenset({"before", "space"}),
     "command": frozenset({"argv", "env"}),
 }
 _JOB_COMMON_KEYS = frozenset({"name", "type", "at", "days", "maintenance", "timeout", "retry_safe"})
@@ -162,6 +163,25 @@ class HandlerConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveTableConfig:
+    """One table the archive job moves rows of (``[[archive.tables]]``)."""
+
+    database: str  # relative to paths.data
+    table: str
+    date_column: str
+    date_format: Literal["iso", "unix"] = "iso"
+    space_column: str | None = None
+    attachment_column: str | None = None
+    attachment_path: str = "{value}"  # relative to paths.files; {value} and {space}
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    tables: tuple[ArchiveTableConfig, ...] = ()
+    immutable: bool = True  # chattr +i on archived files where the filesystem allows
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     shutdown_timeout: float = 30.0
 
@@ -195,6 +215,7 @@ class Config:
     service: ServiceConfig = ServiceConfig()
     history: HistoryConfig = HistoryConfig()
     http: HttpConfig = HttpConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -501,6 +522,73 @@ def _job(raw: object, key: str, granularity: int, out: _Collector) -> JobConfig 
     return job if name else None
 
 
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
+def _identifier(value: Any) -> str:
+    name = _string(value)
+    if not re.fullmatch(_IDENTIFIER, name):
+        raise ValueError(f"{name!r} is not a plain SQL name (letters, digits, _)")
+    return name
+
+
+def _relative(value: Any) -> str:
+    text = _string(value)
+    parts = Path(text).parts
+    if not text or Path(text).is_absolute() or ".." in parts:
+        raise ValueError(f"{text!r} must be a relative path without ..")
+    return text
+
+
+def _attachment_pattern(value: Any) -> str:
+    text = _relative(value)
+    try:
+        text.format(value="x", space="ws1")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(f"{text!r}: only {{value}} and {{space}} may be used") from None
+    if "{value}" not in text:
+        raise ValueError(f"{text!r} must contain {{value}}")
+    return text
+
+
+def _archive_table(raw: object, key: str, out: _Collector) -> ArchiveTableConfig | None:
+    section = _Section(raw, key, out)
+    database = section.get("database", _relative, "")
+    table = section.get("table", _identifier, "")
+    date_column = section.get("date_column", _identifier, "")
+    for name, value in (("database", database), ("table", table), ("date_column", date_column)):
+        if not value and not section.has(name):
+            out.add(section.key(name), "required")
+    entry = ArchiveTableConfig(
+        database=database,
+        table=table,
+        date_column=date_column,
+        date_format=cast(Any, section.get("date_format", _choice("iso", "unix"), "iso")),
+        space_column=section.get("space_column", _identifier, None),
+        attachment_column=section.get("attachment_column", _identifier, None),
+        attachment_path=section.get("attachment_path", _attachment_pattern, "{value}"),
+    )
+    if section.has("attachment_path") and entry.attachment_column is None:
+        out.add(section.key("attachment_path"), "needs attachment_column")
+    section.finish()
+    return entry if database and table and date_column else None
+
+
+def _archive(raw: object, out: _Collector) -> ArchiveConfig:
+    section = _Section(raw, "archive", out)
+    immutable = section.get("immutable", _boolean, True)
+    tables: list[ArchiveTableConfig] = []
+    for i, item in enumerate(_array(section, "tables")):
+        entry = _archive_table(item, f"archive.tables[{i}]", out)
+        if entry is None:
+            continue
+        if any((t.database, t.table) == (entry.database, entry.table) for t in tables):
+            out.add(f"archive.tables[{i}]", f"{entry.database} {entry.table} is listed twice")
+        tables.append(entry)
+    section.finish()
+    return ArchiveConfig(tables=tuple(tables), immutable=immutable)
+
+
 def _handler(raw: object, key: str, out: _Collector) -> HandlerConfig:
     section = _Section(raw, key, out)
     d = HandlerConfig()
@@ -534,7 +622,7 @@ def _array(section: _Section, name: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        section.out.add(name, f"expected an array of tables ([[{name}]])")
+        section.out.add(section.key(name), f"expected an array of tables ([[{section.key(name)}]])")
         return []
     return value
 
@@ -591,6 +679,7 @@ def build_config(
     service_s.finish()
     history = _history(top.raw("history") or {}, out)
     http = _http(top.raw("http") or {}, out, base)
+    archive = _archive(top.raw("archive") or {}, out)
     top.finish()
     if out.problems:
         raise ConfigError(out.problems)
@@ -608,6 +697,7 @@ def build_config(
         service=service,
         history=history,
         http=http,
+        archive=archive,
     )
 
 
@@ -690,9 +780,7 @@ def find_config(explicit: Path | None) -> Path | None:
     return next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
 
 
-def load_config(
-    path: Path | None, checks: PluginChecks, data_dir: Path | None = None
-) -> Config:
+def load_config(path: Path | None, checks: PluginChecks, data_dir: Path | None = None) -> Config:
     """Read and validate the config file (``None``: defaults only)."""
     raw: dict[str, Any] = {}
     if path is not None:

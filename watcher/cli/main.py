@@ -8,6 +8,7 @@ whether or not the service runs, and say which way they went.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -185,6 +186,27 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_archives(args: argparse.Namespace) -> int:
+    from watcher.cli.archives import collect, export, format_archives
+    from watcher.jobs.archives import ArchiveLookupError
+
+    config = _config(args)
+    if getattr(args, "archives_command", None) != "export":
+        _show(collect(config), args.json, format_archives)
+        return EXIT_OK
+    if not args.csv:
+        raise CommandError("archives export: --csv is required (the only format)", EXIT_USAGE)
+    try:
+        count, db = export(config, args.id, args.table, args.output)
+    except ArchiveLookupError as exc:
+        raise CommandError(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:
+        raise CommandError(f"archives export: {exc}") from None
+    if args.output:
+        print(f"{count} rows of {args.table} from {db} written to {args.output}")
+    return EXIT_OK
+
+
 def _deliver(text: str, output: str | None) -> None:
     """A report to ``--output F``, or to stdout."""
     if output:
@@ -239,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default="24h", metavar="DURATION", help="how far back (24h)")
     p.add_argument("--action", default="*", metavar="GLOB", help="e.g. 'maintenance.*'")
     p.add_argument("--json", action="store_true", help="one ECS JSON document a line")
+    p = command("archives", cmd_archives, "archived data (back<ID>): space, period, tables")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    archives_sub = p.add_subparsers(dest="archives_command", metavar="SUBCOMMAND")
+    export = archives_sub.add_parser("export", help="an archived table's rows as CSV")
+    _common(export)
+    export.add_argument("id", type=int, metavar="ID", help="the archive's ID (back<ID>)")
+    export.add_argument("table", metavar="TABLE", help="table name, or DATABASE:TABLE")
+    export.add_argument("--csv", action="store_true", help="CSV with a header line")
+    export.add_argument("--output", metavar="F", help="write to F instead of stdout")
+    export.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    export.set_defaults(func=cmd_archives)
     config = sub.add_parser("config", help="configuration commands")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = config_sub.add_parser("check", help="validate the configuration without running")

@@ -1,82 +1,83 @@
-"""The ``archive`` job: move files last modified before a date into a read-only ``back<ID>``.
+"""The ``archive`` job (退避): rows dated before a day move into a read-only ``mw/back<ID>``.
 
-Files under ``mw/data`` and ``mw/file`` whose modification time is before local midnight
-at the start of ``before`` move to ``mw/back<ID>/data/…`` and ``mw/back<ID>/file/…``
-(``ID`` one more than the largest existing, from 1), keeping their relative paths. Then
-the manifest is written and everything in ``back<ID>`` is made read-only (files 0444,
-directories 0555). Directories left empty in the live tree stay: the application may
-expect them.
+Only what ``[[archive.tables]]`` names is touched: for each table, the rows whose date
+column is before ``before`` (and, with ``space = "ws1"``, whose space column is that mail
+space) are copied into ``back<ID>/data/<database>`` (same schema), the attachments those
+rows name move from ``mw/file/ws<N>/…`` to ``back<ID>/file/ws<N>/…`` (copied instead when
+a row that stays names the same file), then the rows are deleted from the live database
+in one transaction per table. No other file ever leaves live data.
 
-Never moved: the maint file; SQLite databases and their ``-wal``/``-shm``/``-journal``
-files, whatever their age. A database is live state, not a document: an old modification
-time only means nobody wrote to it lately, the application still opens it, and moving it
-(or moving it without its ``-wal``) would lose data or make the application start an
-empty one. Databases are recognised by name (``*.db``, ``*.sqlite``, ``*.sqlite3`` in any
-case, which covers an empty database) and by the SQLite header
-(``watcher.jobs.sqlitefiles``); they and their side files are counted in the result.
-
-If anything fails or the job is cancelled, the files already moved are moved back and the
-new directory is removed. Nothing to archive means no new directory.
+Crash safety: a journal (``<archive_root>/.archive-journal.json``, written atomically)
+records the plan before anything changes. The archive is built as ``.back<ID>.partial``;
+the rename to ``back<ID>`` is the commit point. Before it, a recovery moves the
+attachments back and removes the partial directory (the old state); after it, a recovery
+deletes the rows still in live data (the finished state). ``recover`` runs at the start
+of every archive job, so re-running the interrupted archive completes or undoes it.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
-import stat
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import date, datetime, time, tzinfo
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import anyio.to_thread
 
+from watcher.config import ArchiveConfig
+from watcher.jobs.archivedb import (
+    Selection,
+    copy_rows,
+    count_rows,
+    delete_rows,
+    period_start,
+    referenced,
+    selection,
+)
+from watcher.jobs.archives import INFO
 from watcher.jobs.backup import ARCHIVE_DIR
-from watcher.jobs.base import ArgumentError, DataPaths, JobContext, JobFailed, Progress
+from watcher.jobs.base import (
+    ArgumentError,
+    DataPaths,
+    JobContext,
+    JobFailed,
+    MissingArgument,
+    Progress,
+)
 from watcher.jobs.manifest import (
-    Entry,
     Meter,
     entry_for,
     hash_file,
     raise_if_cancelled,
     reject_unknown,
     remove_tree,
-    verify_manifest,
     write_manifest,
 )
 from watcher.jobs.space import require_space, tree_size
-from watcher.jobs.sqlitefiles import is_database, is_side_file
+from watcher.system.atomic import fsync_dir, remove_durably, write_atomic
+from watcher.system.immutable import set_immutable
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-@dataclass(frozen=True)
-class _Move:
-    """A file to archive: where it is, where it goes under ``back<ID>``, its mode and size."""
-
-    src: Path
-    rel: str
-    mode: int
-    size: int
-
-
-def cutoff(day: date, tz: tzinfo | None) -> float:
-    """The epoch time of midnight starting ``day`` in ``tz`` (system local time unless IANA)."""
-    if isinstance(tz, ZoneInfo):
-        return datetime.combine(day, time(), tz).timestamp()
-    return datetime.combine(day, time()).timestamp()
+_SPACE = re.compile(r"ws\d+")
+_PARTIAL = re.compile(r"\.back(\d+)\.partial")
+JOURNAL = ".archive-journal.json"
 
 
 def next_archive_id(archive_root: Path) -> int:
-    """One more than the largest ``back<ID>`` in ``archive_root`` (1 when there is none)."""
+    """One more than the largest ``back<ID>`` (or partial one) in ``archive_root``, from 1."""
     if not archive_root.is_dir():
         return 1
-    ids = [int(m[1]) for p in archive_root.iterdir() if (m := ARCHIVE_DIR.fullmatch(p.name))]
+    ids = [
+        int(m[1])
+        for p in archive_root.iterdir()
+        if (m := ARCHIVE_DIR.fullmatch(p.name) or _PARTIAL.fullmatch(p.name))
+    ]
     return max(ids, default=0) + 1
 
 
@@ -85,90 +86,245 @@ def archive(
     before: date,
     *,
     now: datetime,
+    config: ArchiveConfig,
+    space: str | None = None,
     progress: Callable[[Progress], None] = lambda _p: None,
     cancelled: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Move files older than ``before`` into a new read-only ``back<ID>``; the job's core."""
+    """Archive the configured tables' rows before ``before``; the job's core."""
+    stop = cancelled or threading.Event()
+    recovered = recover(paths, immutable=config.immutable)
+    result: dict[str, Any] = {"before": before.isoformat(), "space": space}
+    if recovered is not None:
+        result["recovered"] = recovered
+    plan = _plan(paths, before, space, now, config)
+    if not plan:
+        return {**result, "archive": None, "id": None, "rows": 0, "attachments": 0}
     workspaces = sorted(paths.files.glob("ws*")) if paths.files.is_dir() else []
     needed = 2 * tree_size(paths.data) + sum(tree_size(ws) for ws in workspaces if ws.is_dir())
     require_space(needed, paths.archive_root, "archive")
-    moves, databases = _select(paths, cutoff(before, now.tzinfo))
-    result: dict[str, Any] = {"before": before.isoformat(), "skipped_databases": databases}
-    if not moves:
-        return {**result, "archive": None, "id": None, "files": 0, "bytes": 0}
     ident = next_archive_id(paths.archive_root)
-    root = paths.archive_root / f"back{ident}"
-    entries = _fill(root, moves, now, progress, cancelled or threading.Event())
-    make_read_only(root)
-    total = sum(e.size for e in entries)
-    return {**result, "archive": str(root), "id": ident, "files": len(entries), "bytes": total}
+    journal: dict[str, Any] = {
+        "id": ident,
+        "before": before.isoformat(),
+        "space": space,
+        "created": now.isoformat(),
+        "tables": [{**sel.to_dict(), "rows": rows} for sel, rows in plan],
+        "moves": [],
+        "copies": [],
+    }
+    _write_journal(paths, journal)
+    try:
+        info = _build(paths, journal, now, progress, stop)
+    except BaseException:
+        if not _final(paths, ident).is_dir():  # past the commit point a re-run completes it
+            _roll_back(paths, journal)
+        raise
+    return {**result, **_finish(paths, journal, info, config.immutable)}
 
 
-def _select(paths: DataPaths, older_than: float) -> tuple[list[_Move], int]:
-    """The files to move, and how many database files were left alone."""
-    moves: list[_Move] = []
-    databases = 0
-    for base, prefix in ((paths.data, "data"), (paths.files, "file")):
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames.sort()
-            for name in sorted(filenames):
-                src = Path(dirpath, name)
-                st = os.lstat(src)
-                if src == paths.maint_file or not stat.S_ISREG(st.st_mode):
-                    continue
-                if is_side_file(name) or is_database(src):
-                    databases += 1
-                elif st.st_mtime < older_than:
-                    rel = f"{prefix}/{src.relative_to(base).as_posix()}"
-                    moves.append(_Move(src, rel, st.st_mode, st.st_size))
-    return moves, databases
+def _plan(
+    paths: DataPaths, before: date, space: str | None, now: datetime, config: ArchiveConfig
+) -> list[tuple[Selection, int]]:
+    """The tables with rows to archive, and how many each."""
+    plan = []
+    for table in config.tables:
+        sel = selection(table, before, space, now.tzinfo)
+        live = paths.data / table.database
+        if sel is None or not live.is_file():
+            continue
+        rows = count_rows(live, sel)
+        if rows:
+            plan.append((sel, rows))
+    return plan
 
 
-def _fill(
-    root: Path,
-    moves: list[_Move],
+def _partial(paths: DataPaths, ident: int) -> Path:
+    return paths.archive_root / f".back{ident}.partial"
+
+
+def _final(paths: DataPaths, ident: int) -> Path:
+    return paths.archive_root / f"back{ident}"
+
+
+def _write_journal(paths: DataPaths, journal: Mapping[str, Any]) -> None:
+    paths.archive_root.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.archive_root / JOURNAL, json.dumps(journal).encode())
+
+
+def _build(
+    paths: DataPaths,
+    journal: dict[str, Any],
     now: datetime,
     progress: Callable[[Progress], None],
     stop: threading.Event,
-) -> list[Entry]:
-    """Move the files into ``root`` and write its manifest; undo everything on failure."""
-    done: list[tuple[Path, Path]] = []
-    meter = Meter(progress, len(moves), sum(m.size for m in moves), "archive")
-    root.mkdir()
+) -> dict[str, Any]:
+    """Fill ``.back<ID>.partial``, then rename it to ``back<ID>`` (the commit point)."""
+    root = _partial(paths, journal["id"])
+    root.mkdir(mode=0o700)
+    sels = [(Selection.from_dict(_sel_doc(t)), int(t["rows"])) for t in journal["tables"]]
+    meter = Meter(progress, len(sels), sum(r for _s, r in sels), "archive: copying rows")
+    tables = []
+    for sel, _rows in sels:
+        raise_if_cancelled(stop, "archive")
+        back = root / "data" / sel.database
+        rows = copy_rows(paths.data / sel.database, back, sel, stop)
+        tables.append(
+            {
+                "database": sel.database,
+                "table": sel.table,
+                "rows": rows,
+                "from": period_start(back, sel, now.tzinfo),
+            }
+        )
+        meter.add(1, rows)
+    meter.flush()
+    moves, copies = _attachments(paths, root, sels)
+    journal["moves"], journal["copies"] = sorted(moves), sorted(copies)
+    _write_journal(paths, journal)
+    attachment_bytes = _carry(paths, root, journal, progress, stop)
+    info = {
+        "id": journal["id"],
+        "space": journal["space"],
+        "before": journal["before"],
+        "created": journal["created"],
+        "tables": [
+            {**t, "bytes": (root / "data" / str(t["database"])).stat().st_size} for t in tables
+        ],
+        "attachments": len(moves) + len(copies),
+        "attachment_bytes": attachment_bytes,
+    }
+    (root / INFO).write_text(json.dumps(info, indent=1) + "\n")
+    _seal(root, now)
+    os.rename(root, _final(paths, journal["id"]))
+    fsync_dir(paths.archive_root)
+    return info
+
+
+def _sel_doc(table: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in table.items() if k != "rows"}
+
+
+def _attachments(
+    paths: DataPaths, root: Path, sels: list[tuple[Selection, int]]
+) -> tuple[set[str], set[str]]:
+    """Attachments of archived rows: those to move, and those a staying row also names."""
+    wanted: set[str] = set()
+    staying: set[str] = set()
+    for sel, _rows in sels:
+        wanted |= referenced(root / "data" / sel.database, sel, remaining=False)
+        staying |= referenced(paths.data / sel.database, sel, remaining=True)
+    safe = {rel for rel in wanted if _is_attachment(paths, rel)}
+    return safe - staying, safe & staying
+
+
+def _is_attachment(paths: DataPaths, rel: str) -> bool:
+    """Whether ``rel`` is a regular file inside a ``mw/file/ws<N>`` directory."""
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts or len(parts) < 2 or not _SPACE.fullmatch(parts[0]):
+        return False
+    src = paths.files / rel
+    return src.is_file() and not src.is_symlink()
+
+
+def _carry(
+    paths: DataPaths,
+    root: Path,
+    journal: Mapping[str, Any],
+    progress: Callable[[Progress], None],
+    stop: threading.Event,
+) -> int:
+    """Move (or copy) the attachments into ``root/file``; their total size."""
+    items = [(rel, True) for rel in journal["moves"]] + [(rel, False) for rel in journal["copies"]]
+    meter = Meter(progress, len(items), 0, "archive: attachments")
+    total = 0
+    for rel, move in items:
+        raise_if_cancelled(stop, "archive")
+        src, dst = paths.files / rel, root / "file" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if move:
+            os.rename(src, dst)
+        else:
+            shutil.copy2(src, dst)
+        total += dst.stat().st_size
+        meter.add(1, dst.stat().st_size)
+    meter.flush()
+    return total
+
+
+def _seal(root: Path, now: datetime) -> None:
+    """Manifest over everything in ``root``, flushed to disk, then read-only bits."""
+    entries = []
+    for dirpath, _dirs, names in os.walk(root):
+        for name in sorted(names):
+            path = Path(dirpath, name)
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            size, digest = hash_file(path)
+            entries.append(entry_for(root, path, size, digest, 0o444))
+    write_manifest(root, entries, "archive", now)
+    for dirpath, _dirs, _names in os.walk(root):
+        fsync_dir(Path(dirpath))
+    make_read_only(root)
+
+
+def _finish(
+    paths: DataPaths, journal: dict[str, Any], info: Mapping[str, Any], immutable: bool
+) -> dict[str, Any]:
+    """After the commit: delete the archived rows from live data, seal, drop the journal."""
+    journal["phase"] = "delete"
+    _write_journal(paths, journal)
+    deleted = 0
+    for table in journal["tables"]:
+        sel = Selection.from_dict(_sel_doc(table))
+        deleted += delete_rows(paths.data / sel.database, sel, int(table["rows"]))
+    root = _final(paths, journal["id"])
+    problem = set_immutable(root, True) if immutable else "not asked (archive.immutable = false)"
+    remove_durably(paths.archive_root / JOURNAL)
+    return {
+        "archive": str(root),
+        "id": journal["id"],
+        "rows": sum(int(t["rows"]) for t in journal["tables"]),
+        "deleted": deleted,
+        "tables": info.get("tables", []),
+        "attachments": info.get("attachments", 0),
+        "attachment_bytes": info.get("attachment_bytes", 0),
+        "immutable": problem is None,
+        "immutable_problem": problem,
+    }
+
+
+def _roll_back(paths: DataPaths, journal: Mapping[str, Any]) -> None:
+    """Undo an archive that did not reach its commit point: attachments back, partial gone."""
+    root = _partial(paths, journal["id"])
+    if root.is_dir():
+        for dirpath, _dirs, _names in os.walk(root):
+            os.chmod(dirpath, 0o700)
+        for rel in journal.get("moves", []):
+            src, dst = paths.files / rel, root / "file" / rel
+            if dst.is_file() and not src.exists():
+                src.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(dst, src)
+        for rel in journal.get("moves", []):
+            fsync_dir((paths.files / rel).parent)
+        remove_tree(root)
+    remove_durably(paths.archive_root / JOURNAL)
+
+
+def recover(paths: DataPaths, *, immutable: bool = False) -> dict[str, Any] | None:
+    """Complete or undo an interrupted archive; what was done, or ``None`` if none was."""
     try:
-        entries = [_move(root, move, done, meter, stop) for move in moves]
-        meter.flush()
-        write_manifest(root, entries, "archive", now)
-        problems = verify_manifest(root, content=False)
-        if problems:
-            raise JobFailed("verify_failed", f"archive failed its check: {problems[0]}")
-    except BaseException as exc:
-        _put_back(done, root)
-        if isinstance(exc, OSError):
-            raise JobFailed("archive_failed", f"archiving into {root} failed: {exc}") from exc
-        raise
-    return entries
-
-
-def _move(
-    root: Path, move: _Move, done: list[tuple[Path, Path]], meter: Meter, stop: threading.Event
-) -> Entry:
-    """Move one file into the archive and describe it for the manifest."""
-    raise_if_cancelled(stop, "archive")
-    dst = root / move.rel
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(move.src, dst)
-    done.append((move.src, dst))
-    size, digest = hash_file(dst)
-    meter.add(1, size)
-    return entry_for(root, dst, size, digest, move.mode)
-
-
-def _put_back(done: list[tuple[Path, Path]], root: Path) -> None:
-    """Move archived files back where they came from and remove the archive directory."""
-    for src, dst in reversed(done):
-        shutil.move(dst, src)
-    remove_tree(root)
+        journal = json.loads((paths.archive_root / JOURNAL).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise JobFailed("archive_failed", f"archive journal unreadable: {exc}") from exc
+    if _final(paths, journal["id"]).is_dir():
+        info = json.loads((_final(paths, journal["id"]) / INFO).read_text())
+        done = _finish(paths, journal, info, immutable)
+        return {"id": journal["id"], "action": "completed", "rows": done["rows"]}
+    _roll_back(paths, journal)
+    return {"id": journal["id"], "action": "rolled_back"}
 
 
 def make_read_only(root: Path) -> None:
@@ -180,16 +336,22 @@ def make_read_only(root: Path) -> None:
 
 
 class ArchiveJob:
-    """Moves old files out of the live tree into a read-only archive with a manifest."""
+    """Moves old rows (and their attachments) into a read-only archive with a manifest."""
 
     maintenance_default: bool = True
     retry_safe: bool = False
     path_args: tuple[str, ...] = ()
 
     def check_args(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``before``: a date ``YYYY-MM-DD`` (required), normalised to that string."""
-        reject_unknown(args, ("before",))
-        return {"before": _date_arg(args.get("before")).isoformat()}
+        """``before``: a date ``YYYY-MM-DD`` (required); ``space``: a mail space ``ws<N>``."""
+        reject_unknown(args, ("before", "space"))
+        space = args.get("space")
+        if space is not None and not (isinstance(space, str) and _SPACE.fullmatch(space)):
+            raise ArgumentError(f"space: expected a mail space like ws1, got {space!r}")
+        checked: dict[str, Any] = {"before": _date_arg(args.get("before")).isoformat()}
+        if space is not None:
+            checked["space"] = space
+        return checked
 
     async def run(self, ctx: JobContext) -> Mapping[str, Any]:
         """Run the archive in a worker thread."""
@@ -199,6 +361,8 @@ class ArchiveJob:
             ctx.paths,
             date.fromisoformat(args["before"]),
             now=ctx.now(),
+            config=ctx.archive,
+            space=args.get("space"),
             progress=ctx.progress,
             cancelled=ctx.cancelled,
         )
@@ -208,7 +372,7 @@ class ArchiveJob:
 def _date_arg(value: object) -> date:
     """``before`` as a date, from ``"YYYY-MM-DD"`` or a TOML date."""
     if value is None:
-        raise ArgumentError("before: required (a date, YYYY-MM-DD)")
+        raise MissingArgument("before: required (a date, YYYY-MM-DD)")
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
     if isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):

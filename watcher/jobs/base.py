@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from watcher.config import ArchiveConfig
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -71,6 +73,7 @@ class JobContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     now: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
     env: Mapping[str, str] = field(default_factory=dict)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
 
 
 class Job(Protocol):

@@ -409,6 +409,7 @@ class JobRunner:
             progress=progress,
             now=lambda: self.clock().astimezone(self.config.tz),
             env={"WATCHER_JOB_SOURCE": request.source, "WATCHER_TRIGGER": request.trigger or ""},
+            archive=self.config.archive,
         )
 
 
