@@ -1,232 +1,234 @@
-"""The control area: what the service takes as a request, and what it refuses, on real files."""
+"""The control socket: who may ask, what is answered, and the CLI through the running service."""
 
 from __future__ import annotations
 
-import json
 import os
+import signal
+import socket
+import stat
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 
-from tests.conftest import Start, cli, eventually, maint
-from watcher.sources.control import MAX_REQUEST, SETTLE, answer, control_dir, pending, submit, take
+from tests.conftest import Start, cli, maint, write_config
+from watcher.sources import control
+from watcher.sources.control import Access, ControlUnavailable, Peer, request, socket_path
 
-HOUR_AGO = 3600.0
-
-
-@pytest.fixture
-def area(tmp_path: Path) -> Path:
-    """An empty control directory."""
-    directory = tmp_path / ".control"
-    directory.mkdir()
-    return directory
+NOBODY = 65534
 
 
-def request_file(area: Path, name: str, content: bytes) -> Path:
-    path = area / name
-    path.write_bytes(content)
-    return path
+@pytest.mark.parametrize(
+    ("peer", "access", "allowed"),
+    [
+        (Peer(1, 0, 0), Access(1000), True),  # root
+        (Peer(1, 1000, 1000), Access(1000), True),  # watcher's own uid
+        (Peer(1, 1001, 1001), Access(1000), False),
+        (Peer(1, 1001, 1001), Access(1000, allowed_uids=(1001,)), True),
+        (Peer(1, 1001, 50), Access(1000, allowed_gids=(50,)), True),
+        (Peer(1, 1001, 51), Access(1000, allowed_uids=(1002,), allowed_gids=(50,)), False),
+    ],
+)
+def test_access_table(peer: Peer, access: Access, allowed: bool) -> None:
+    """Root, watcher's own uid and the configured uids/gids may control; nobody else."""
+    assert access.allows(peer) is allowed
 
 
-def response(request: Path) -> dict[str, Any] | None:
-    """The answer written for ``request``, or ``None`` when there is none."""
-    resp = request.with_name(request.name.removesuffix(".req") + ".resp")
-    try:
-        doc = json.loads(resp.read_bytes())
-    except FileNotFoundError:
-        return None
-    assert isinstance(doc, dict)
-    return doc
+def echo(req: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    if req.get("op") == "boom":
+        raise RuntimeError("handler bug")
+    return {"ok": True, "message": "echo", "req": req, "uid": peer.uid}
 
 
-def refused(request: Path) -> str:
-    """The message of the refusal answered for ``request`` (which must be gone)."""
-    doc = response(request)
-    assert doc is not None and doc["ok"] is False, doc
-    assert not os.path.lexists(request)
-    message = doc["message"]
-    assert isinstance(message, str)
-    return message
+def raw_exchange(path: Path, data: bytes) -> bytes:
+    """Send ``data`` as is, close the writing side, and return everything answered
+    (``b"<reset>"`` when the service hung up on a request too large to read)."""
+    chunks = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            return b"".join(chunks) or b"<reset>"
+    return b"".join(chunks)
 
 
-def age(path: Path, seconds: float) -> None:
-    """Set ``path``'s modification time ``seconds`` into the past."""
-    st = os.stat(path)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+async def with_server(path: Path, client: Any, refused: list[Peer] | None = None) -> Any:
+    """Serve ``path`` with ``echo`` while ``client`` runs in a thread; its result."""
+    sock = control.bind(path)
+    seen = refused if refused is not None else []
+    async with anyio.create_task_group() as tg:
+        await tg.start(control.serve, sock, lambda: Access(os.getuid()), echo, seen.append)
+        result = await anyio.to_thread.run_sync(client)
+        tg.cancel_scope.cancel()
+    return result
 
 
-# --- what is a request ------------------------------------------------------------------
+def test_round_trip_and_bad_requests(tmp_path: Path) -> None:
+    """One JSON answer per connection; bad input is answered with an error, never a crash."""
+    path = tmp_path / "control.sock"
+
+    def client() -> list[Any]:
+        answers: list[Any] = [request(path, {"op": "ping", "x": [1, 2]})]
+        for data in (b"\xff\xfe\x00binary", b"[1, 2]", b"{" * 5000, b"x" * (200 * 1024), b""):
+            answers.append(raw_exchange(path, data))
+        answers.append(request(path, {"op": "boom"}))
+        answers.append(request(path, {"op": "ping"}))
+        return answers
+
+    answers = anyio.run(with_server, path, client)
+    assert answers[0]["req"] == {"op": "ping", "x": [1, 2]}
+    assert answers[0]["uid"] == os.getuid()
+    assert b"not valid JSON" in answers[1]
+    assert b"JSON object" in answers[2]
+    assert b"not valid JSON" in answers[3]
+    assert b"larger than" in answers[4] or answers[4] == b"<reset>"
+    assert b"not valid JSON" in answers[5]
+    assert answers[6] == {"ok": False, "message": "request failed: RuntimeError: handler bug"}
+    assert answers[7]["ok"] is True
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
 
 
-def test_request_is_read_and_removed(area: Path) -> None:
-    """A JSON object in a regular ``*.req`` file is returned and the file removed, unanswered."""
-    path = request_file(area, "a.req", b'{"op": "ping"}')
-    assert take(path) == {"op": "ping"}
-    assert not path.exists()
-    assert response(path) is None
+def test_slow_peer_is_answered_and_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that never finishes its request gets an error; others are served meanwhile."""
+    monkeypatch.setattr(control, "READ_TIMEOUT", 0.5)
+    path = tmp_path / "control.sock"
+
+    def client() -> tuple[bytes, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as slow:
+            slow.settimeout(30)
+            slow.connect(str(path))
+            slow.sendall(b'{"op": "pi')
+            other = request(path, {"op": "ping"})
+            return slow.recv(65536), other
+
+    slow_answer, other = anyio.run(with_server, path, client)
+    assert b"not complete" in slow_answer
+    assert other["ok"] is True
 
 
-def test_vanished_request_is_nothing(area: Path) -> None:
-    """A request withdrawn before it was taken is ``None`` and gets no answer."""
-    assert take(area / "gone.req") is None
-    assert response(area / "gone.req") is None
+def test_long_socket_path_is_reachable(tmp_path: Path) -> None:
+    """A socket path longer than sockaddr_un allows is bound and reached all the same."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "control.sock"
+    assert len(str(path)) > 108
+    answer = anyio.run(with_server, path, lambda: request(path, {"op": "ping"}))
+    assert answer["ok"] is True
 
 
-def test_empty_directory_is_removed_and_answered(area: Path) -> None:
-    """A directory named ``*.req`` is no request: removed and answered, never a crash."""
-    path = area / "dir.req"
-    path.mkdir()
-    assert take(path) is None
-    assert "regular file" in refused(path)
+def test_no_socket_is_a_clear_error(tmp_path: Path) -> None:
+    """Connecting to a missing or dead socket raises ``ControlUnavailable`` saying which."""
+    with pytest.raises(ControlUnavailable, match="no control socket"):
+        request(tmp_path / "none.sock", {"op": "ping"})
+    dead = tmp_path / "dead.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(dead))
+    with pytest.raises(ControlUnavailable, match="stale"):
+        request(dead, {"op": "ping"})
 
 
-def test_full_directory_is_moved_aside(area: Path) -> None:
-    """A directory that cannot be removed is renamed aside to a dot-name pending never lists."""
-    path = area / "full.req"
-    path.mkdir()
-    (path / "inside").write_text("x")
-    assert take(path) is None
-    assert "regular file" in refused(path)
-    [aside] = [p for p in area.iterdir() if p.is_dir()]
-    assert aside.name.startswith(".full.req.") and (aside / "inside").exists()
-    assert pending(area) == []
+# --- end to end: the CLI and the running service -----------------------------------------
 
 
-@pytest.mark.timeout(10)
-def test_fifo_is_refused_without_blocking(area: Path) -> None:
-    """A FIFO named ``*.req`` is removed and answered; reading it never blocks the service."""
-    path = area / "pipe.req"
-    os.mkfifo(path)
-    assert take(path) is None
-    assert "regular file" in refused(path)
-
-
-def test_symlink_is_refused_and_not_followed(area: Path, tmp_path: Path) -> None:
-    """A symlink named ``*.req`` is removed (not its target) and answered, even to a request."""
-    target = tmp_path / "elsewhere.json"
-    target.write_bytes(b'{"op": "leave"}')
-    path = area / "link.req"
-    path.symlink_to(target)
-    assert take(path) is None
-    assert "regular file" in refused(path)
-    assert target.read_bytes() == b'{"op": "leave"}'
-
-
-def test_partial_request_is_left_while_young(area: Path) -> None:
-    """Invalid JSON written just now may still be being written: left alone, unanswered."""
-    path = request_file(area, "hand.req", b'{"op": "pi')
-    assert take(path) is None
-    assert path.exists() and response(path) is None
-    with path.open("ab") as f:
-        f.write(b'ng"}')
-    assert take(path) == {"op": "ping"}
-
-
-@pytest.mark.parametrize("content", [b"", b'{"op": "pi', b"\xff\xfe"])
-def test_invalid_json_older_than_settle_is_refused(area: Path, content: bytes) -> None:
-    """Invalid JSON not modified for longer than ``SETTLE`` seconds is removed and answered."""
-    path = request_file(area, "old.req", content)
-    age(path, SETTLE + HOUR_AGO)
-    assert take(path) is None
-    assert "not valid JSON" in refused(path)
-
-
-def test_mtime_far_in_the_future_is_not_young(area: Path) -> None:
-    """Invalid JSON dated far in the future (a skewed clock) is refused, not kept for ever."""
-    path = request_file(area, "future.req", b"{")
-    age(path, -HOUR_AGO)
-    assert take(path) is None
-    assert "not valid JSON" in refused(path)
-
-
-@pytest.mark.parametrize("content", [b"[]", b'"ping"', b"3", b"null"])
-def test_json_that_is_not_an_object_is_refused(area: Path, content: bytes) -> None:
-    """Valid JSON that is not an object is refused at once."""
-    path = request_file(area, "shape.req", content)
-    assert take(path) is None
-    assert "JSON object" in refused(path)
-
-
-def test_oversized_request_is_refused(area: Path) -> None:
-    """A request larger than 64 KiB is refused whatever its age."""
-    body = b'{"op": "ping", "pad": "' + b"x" * MAX_REQUEST + b'"}'
-    path = request_file(area, "big.req", body)
-    assert take(path) is None
-    assert "larger than" in refused(path)
-
-
-def test_foreign_owner_is_refused_unless_allowed(area: Path) -> None:
-    """A request owned by a uid other than watcher's, root or ``allowed_uids`` is refused."""
-    if os.geteuid() != 0:
-        pytest.skip("chown to another uid needs root")
-    path = request_file(area, "foreign.req", b'{"op": "ping"}')
-    os.chown(path, 12345, 12345)
-    assert take(path) is None
-    assert "uid 12345" in refused(path)
-    path = request_file(area, "friend.req", b'{"op": "ping"}')
-    os.chown(path, 12345, 12345)
-    assert take(path, (12345,)) == {"op": "ping"}
-
-
-def test_pending_lists_requests_oldest_first(area: Path) -> None:
-    """``pending`` lists ``*.req`` entries (not dot-files, not responses) by age."""
-    newer = request_file(area, "b.req", b"{}")
-    older = request_file(area, "a-later-name.req", b"{}")
-    age(older, 10)
-    request_file(area, ".staged.req", b"{}")
-    request_file(area, "x.resp", b"{}")
-    (area / "d.req").mkdir()
-    age(area / "d.req", 20)
-    assert pending(area) == [area / "d.req", older, newer]
-    assert pending(area / "missing") == []
-
-
-def test_answer_never_raises(area: Path) -> None:
-    """An answer that cannot be written is ``False``, never an exception in the service."""
-    (area / "blocked.resp").mkdir()
-    (area / "blocked.resp" / "inside").write_text("x")
-    assert answer(area / "blocked.req", {"ok": True}) is False
-    assert answer(area / "fine.req", {"ok": True}) is True
-    assert response(area / "fine.req") == {"ok": True}
-
-
-# --- the real service -------------------------------------------------------------------
-
-
-def ping(data_dir: Path) -> None:
-    """One request through the running service, answered."""
-    answered = submit(control_dir(data_dir / "mw" / "spool"), {"op": "ping"})
-    assert answered is not None and answered["message"] == "pong"
-
-
-def test_service_survives_junk_in_the_control_area(data_dir: Path, service: Start) -> None:
-    """A directory and a FIFO named ``*.req`` are refused; the service still answers the CLI."""
-    svc = service()
-    area = control_dir(data_dir / "mw" / "spool")
-    (area / "junk.req").mkdir()
-    os.mkfifo(area / "pipe.req")
-    done = cli("enter", "--message", "by the book", data_dir=data_dir)
-    assert done.returncode == 0, (done.stdout, done.stderr)
-    assert maint(data_dir).exists()
-    ping(data_dir)  # a later pass than any that saw the junk: all of it is settled
-    for name in ("junk.req", "pipe.req"):
-        assert "regular file" in refused(area / name)
-    assert svc.proc.poll() is None
-
-
-def test_service_waits_for_a_request_being_written(data_dir: Path, service: Start) -> None:
-    """A hand-written request seen before its writer closes it is left until it is complete."""
+def test_cli_goes_through_the_socket(data_dir: Path, service: Start) -> None:
+    """enter, status, trigger and leave reach the running service over its socket; no file area."""
     service()
-    area = control_dir(data_dir / "mw" / "spool")
-    path = area / "hand.req"
-    with path.open("wb") as f:
-        f.write(b'{"op": "pi')
-        f.flush()
-        ping(data_dir)
-        ping(data_dir)  # the pass that answered the first has finished: it saw hand.req
-        assert path.exists() and response(path) is None
-        f.write(b'ng"}')
-    doc = eventually(lambda: response(path))
-    assert doc == {"ok": True, "message": "pong", "active": False}
-    assert not path.exists()
+    sock = socket_path(data_dir / "mw" / "watcher")
+    assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+    assert stat.S_IMODE(os.lstat(sock).st_mode) == 0o660
+    done = cli("enter", "--message", "over the socket", data_dir=data_dir)
+    assert done.returncode == 0 and "through the running service" in done.stdout, done
+    assert b"over the socket" in maint(data_dir).read_bytes()
+    done = cli("trigger", "dbcheck", "--wait", data_dir=data_dir)
+    assert done.returncode == 0 and "finished" in done.stdout, done
+    done = cli("leave", data_dir=data_dir)
+    assert done.returncode == 0 and "through the running service" in done.stdout, done
+    assert not maint(data_dir).exists()
+    assert not (data_dir / "mw" / "spool" / ".control").exists()
+
+
+def test_stale_socket_does_not_block_a_restart(data_dir: Path, service: Start) -> None:
+    """After kill -9 the socket file stays; the next service replaces it and answers."""
+    first = service()
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    sock = socket_path(data_dir / "mw" / "watcher")
+    assert os.path.lexists(sock)
+    done = cli("enter", data_dir=data_dir)
+    assert done.returncode == 0 and "service not running" in done.stdout, done
+    service()
+    done = cli("leave", data_dir=data_dir)
+    assert done.returncode == 0 and "through the running service" in done.stdout, done
+
+
+def test_service_without_its_socket_says_so(data_dir: Path, service: Start) -> None:
+    """When the socket cannot be made the service runs on; the CLI names what is missing."""
+    state = data_dir / "mw" / "watcher"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "control.sock").mkdir()  # a directory where the socket belongs
+    (state / "control.sock" / "x").write_text("x")
+    svc = service()
+    svc.wait_for("control.unavailable")
+    done = cli("enter", data_dir=data_dir)
+    assert done.returncode == 1, done
+    assert "cannot be reached" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _as_nobody(path: Path, req: dict[str, Any]) -> dict[str, Any]:
+    """``request`` from a child running as uid/gid 65534, reaching ``path`` by an open handle."""
+    read, write = os.pipe()
+    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            answer = request(Path(f"/proc/self/fd/{dir_fd}/{path.name}"), req)
+            os.write(write, repr(answer).encode())
+        except BaseException as exc:
+            os.write(write, repr({"error": str(exc)}).encode())
+        os._exit(0)
+    os.close(write)
+    os.close(dir_fd)
+    with os.fdopen(read, "rb") as f:
+        raw = f.read()
+    os.waitpid(pid, 0)
+    import ast
+
+    result = ast.literal_eval(raw.decode())
+    assert isinstance(result, dict)
+    return result
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("allowed", [False, True])
+def test_other_uid_is_refused_unless_allowed(
+    data_dir: Path, service: Start, tmp_path: Path, allowed: bool
+) -> None:
+    """A uid that is neither root, watcher's nor allowed is refused and reported by uid."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a client as another uid")
+    uids = f"allowed_uids = [{NOBODY}]\n" if allowed else ""
+    config = write_config(tmp_path / "w.toml", f"[control]\ngroup = {NOBODY}\n{uids}")
+    svc = service(config)
+    mark = svc.mark()
+    answer = _as_nobody(socket_path(data_dir / "mw" / "watcher"), {"op": "enter"})
+    if allowed:
+        assert answer["ok"] is True, answer
+        assert maint(data_dir).exists()
+    else:
+        assert answer.get("refused") is True and f"uid {NOBODY}" in answer["message"], answer
+        event = svc.wait_for("control.refused", after=mark)
+        assert f"uid {NOBODY}" in event["message"]
+        assert event["watcher"]["uid"] == NOBODY
+        assert not maint(data_dir).exists()

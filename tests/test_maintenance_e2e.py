@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import WAIT, Doc, ServiceProcess, Start, cli, eventually, maint
-from watcher.sources.control import control_dir, submit
+from watcher.sources.control import request, socket_path
 
 DEFAULT = "The system is under maintenance."
 
@@ -34,9 +34,9 @@ def status(data_dir: Path) -> dict[str, Any]:
 
 
 def ping(data_dir: Path) -> None:
-    """A round trip through the service's control area: everything it was told before is done."""
-    answer = submit(control_dir(data_dir / "mw" / "spool"), {"op": "ping"}, timeout=WAIT)
-    assert answer is not None and answer["ok"], answer
+    """A round trip through the service's control socket: everything it was told before is done."""
+    answer = request(socket_path(data_dir / "mw" / "watcher"), {"op": "ping"}, timeout=WAIT)
+    assert answer["ok"], answer
 
 
 def file_doc(data_dir: Path) -> dict[str, Any]:

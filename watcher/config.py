@@ -13,6 +13,7 @@ entries are relative to ``data_dir``; ``--data-dir`` is relative to the working 
 from __future__ import annotations
 
 import contextlib
+import grp
 import itertools
 import os
 import re
@@ -135,6 +136,13 @@ class TriggerConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    allowed_uids: tuple[int, ...] = ()
+    allowed_gids: tuple[int, ...] = ()
+    group: int | None = None  # the control socket's group (a gid); None: watcher's own
+
+
+@dataclass(frozen=True)
 class JobConfig:
     name: str
     type: str
@@ -210,6 +218,7 @@ class Config:
     maintenance: MaintenanceConfig = MaintenanceConfig()
     disk: DiskConfig = DiskConfig()
     trigger: TriggerConfig = TriggerConfig()
+    control: ControlConfig = ControlConfig()
     jobs: tuple[JobConfig, ...] = ()
     handlers: tuple[HandlerConfig, ...] = (HandlerConfig(),)
     service: ServiceConfig = ServiceConfig()
@@ -499,6 +508,39 @@ def _trigger(raw: object, out: _Collector, base: Path) -> TriggerConfig:
     return trigger
 
 
+def _ids(what: str) -> Callable[[Any], tuple[int, ...]]:
+    def ids(value: Any) -> tuple[int, ...]:
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 for v in value
+        ):
+            raise ValueError(f"expected a list of numeric {what} ids")
+        return tuple(value)
+
+    return ids
+
+
+def _group(value: Any) -> int:
+    """A group name or a numeric gid that exists on this machine."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
+        return value
+    name = _string(value)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ValueError(f"no group named {name!r} on this machine") from None
+
+
+def _control(raw: object, out: _Collector) -> ControlConfig:
+    section = _Section(raw, "control", out)
+    control = ControlConfig(
+        allowed_uids=section.get("allowed_uids", _ids("user"), ()),
+        allowed_gids=section.get("allowed_gids", _ids("group"), ()),
+        group=section.get("group", _group, None),
+    )
+    section.finish()
+    return control
+
+
 def _job(raw: object, key: str, granularity: int, out: _Collector) -> JobConfig | None:
     section = _Section(raw, key, out)
     name = section.get("name", _string, "")
@@ -658,6 +700,7 @@ def build_config(
     maintenance = _maintenance(top.raw("maintenance") or {}, out)
     disk = _disk(top.raw("disk") or {}, out, data_dir)
     trigger = _trigger(top.raw("trigger") or {}, out, base)
+    control = _control(top.raw("control") or {}, out)
     numbered_jobs = [
         (i, job)
         for i, item in enumerate(_array(top, "jobs"))
@@ -692,6 +735,7 @@ def build_config(
         maintenance=maintenance,
         disk=disk,
         trigger=trigger,
+        control=control,
         jobs=tuple(jobs),
         handlers=tuple(handlers) if handlers_raw else (HandlerConfig(),),
         service=service,

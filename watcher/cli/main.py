@@ -1,13 +1,18 @@
 """The ``watcher`` command line (DESIGN §8). Exit codes: 0 ok, 1 failure, 2 usage or config.
 
 Only this module turns errors into messages and exit codes; everything below raises.
-Commands that change state work through the data directory's files, so they work
-whether or not the service runs, and say which way they went.
+Commands that change state go through the running service's control socket
+(``mw/watcher/control.sock``), or, when no service runs, write the state themselves under
+the instance lock; they say which way they went. Every path ends in one line on stderr
+and exit 1 or 2 — a full disk, a read-only filesystem, a refused permission or a vanished
+data directory included; ``main`` turns any stray ``OSError`` into one such line.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -23,7 +28,8 @@ from watcher.events.bus import EventBus
 from watcher.registry import load_config
 from watcher.service.controller import Controller
 from watcher.service.operations import RequestError, enter, leave
-from watcher.sources.control import control_dir, submit
+from watcher.sources.control import ControlUnavailable, socket_path
+from watcher.sources.control import request as control_request
 from watcher.system.lock import AlreadyRunning, InstanceLock, running_pid
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -70,11 +76,11 @@ def _change(args: argparse.Namespace, request: dict[str, Any]) -> int:
     try:
         lock.acquire(record_pid=False)
     except AlreadyRunning as running:
-        answer = submit(control_dir(config.paths.spool), request)
-        if answer is None:
-            raise CommandError(f"the service (pid {running.pid}) did not answer in time") from None
-        print(f"{answer.get('message')} (through the running service, pid {running.pid})")
+        answer = _ask(config, request, running.pid)
+        _print_answer(answer, running.pid)
         return EXIT_OK if answer.get("ok") else EXIT_FAILURE
+    except OSError as exc:
+        raise CommandError(_os_message("cannot take the instance lock", exc)) from None
     try:
         ctl = Controller(config.paths, EventBus(), default_message=config.maintenance.message)
         ctl.load()
@@ -84,10 +90,47 @@ def _change(args: argparse.Namespace, request: dict[str, Any]) -> int:
             message = leave(ctl)
     except RequestError as exc:
         raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(_os_message(f"{request['op']} failed", exc)) from None
     finally:
         lock.release()
     print(f"{message} (service not running: state written directly)")
+    if ctl.message_lost:
+        print("watcher: the maint file is empty: its message could not be written", file=sys.stderr)
     return EXIT_OK
+
+
+def _ask(config: Config, request: dict[str, Any], pid: int | None) -> dict[str, Any]:
+    """The running service's answer to ``request`` over its control socket."""
+    try:
+        return control_request(socket_path(config.paths.state), request)
+    except ControlUnavailable as exc:
+        raise CommandError(f"the service (pid {pid}) cannot be reached: {exc}") from None
+
+
+def _print_answer(answer: dict[str, Any], pid: int | None) -> None:
+    if answer.get("refused"):
+        print(f"watcher: refused by the service: {answer.get('message')}", file=sys.stderr)
+        return
+    stream = sys.stdout if answer.get("ok") else sys.stderr
+    prefix = "" if answer.get("ok") else "watcher: "
+    print(f"{prefix}{answer.get('message')} (through the running service, pid {pid})", file=stream)
+    if answer.get("warning"):
+        print(f"watcher: {answer['warning']}", file=sys.stderr)
+
+
+def _os_message(what: str, exc: OSError) -> str:
+    """One line: what failed, on which file, and why."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    hint = {
+        errno.ENOSPC: "; the disk is full",
+        errno.EROFS: "; the filesystem is read-only",
+        errno.EACCES: f"; uid {os.getuid()} may not",
+        errno.EPERM: f"; uid {os.getuid()} may not",
+        errno.ENOENT: "; does the data directory exist?",
+    }.get(exc.errno or 0, "")
+    return f"{what}: {reason}{where}{hint}"
 
 
 def cmd_enter(args: argparse.Namespace) -> int:
@@ -121,20 +164,31 @@ def _show(report: Any, as_json: bool, formatter: Callable[[Any], str]) -> None:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    from watcher.cli.trigger import drop, follow, parse_args
+    from watcher.cli.trigger import follow, parse_args
+    from watcher.sources.triggerdrop import drop
 
     config = _config(args)
     try:
         job_args = parse_args(args.arg or [])
     except ValueError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
-    name = drop(config, args.job, job_args)
     pid = running_pid(config.paths.state / "lock")
-    if pid is None:
-        print(f"trigger {name} dropped; the service is not running: it runs when it starts")
-        return EXIT_FAILURE if args.wait else EXIT_OK
-    print(f"trigger {name} dropped (service pid {pid})")
-    return follow(config, name) if args.wait else EXIT_OK
+    if pid is not None:
+        answer = _ask(config, {"op": "trigger", "job": args.job, "args": job_args}, pid)
+        if not answer.get("ok"):
+            _print_answer(answer, pid)
+            return EXIT_FAILURE
+        name = str(answer.get("name"))
+        print(f"trigger {name} dropped (service pid {pid})")
+        return follow(config, name) if args.wait else EXIT_OK
+    try:
+        name = drop(config.paths.spool, args.job, job_args)
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    except OSError as exc:
+        raise CommandError(_os_message("cannot write the trigger", exc)) from None
+    print(f"trigger {name} dropped; the service is not running: it runs when it starts")
+    return EXIT_FAILURE if args.wait else EXIT_OK
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -210,7 +264,10 @@ def cmd_archives(args: argparse.Namespace) -> int:
 def _deliver(text: str, output: str | None) -> None:
     """A report to ``--output F``, or to stdout."""
     if output:
-        Path(output).write_text(text + "\n")
+        try:
+            Path(output).write_text(text + "\n")
+        except OSError as exc:
+            raise CommandError(_os_message(f"cannot write the report to {output}", exc)) from None
         print(f"report written to {output}")
     else:
         print(text)
@@ -293,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail("configuration error:\n  " + "\n  ".join(str(p) for p in exc.problems), EXIT_USAGE)
     except CommandError as exc:
         fail(str(exc), exc.code)
+    except BrokenPipeError:
+        return EXIT_FAILURE
+    except OSError as exc:  # the backstop: any path above should have said more
+        fail(_os_message(f"{args.command} failed", exc), EXIT_FAILURE)
     except KeyboardInterrupt:
         return 130
     return code

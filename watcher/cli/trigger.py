@@ -1,23 +1,21 @@
 """``watcher trigger JOB [--arg K=V …] [--wait]``: drop a trigger file and optionally follow it.
 
-The file is written under a dot-name and renamed into place, so the service takes it
-complete. ``--wait`` follows the job through ``.progress/`` and the result JSON that the
-service leaves beside the trigger in ``done/`` or ``failed/``.
+When the service runs, it drops the trigger itself (a ``trigger`` request on its control
+socket); otherwise the CLI does (``watcher.sources.triggerdrop``). ``--wait`` follows the
+job through ``.progress/`` and the result JSON that the service leaves beside the trigger
+in ``done/`` or ``failed/`` (it still polls these files every 0.1 s).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from watcher.config import Config
-from watcher.system.atomic import write_atomic
 from watcher.system.lock import running_pid
 
 
@@ -33,17 +31,6 @@ def parse_args(pairs: list[str]) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             args[key] = value
     return args
-
-
-def drop(config: Config, job: str, args: dict[str, Any]) -> str:
-    """Write the trigger file atomically; returns its name."""
-    name = f"{job}.{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
-    spool = config.paths.spool
-    spool.mkdir(parents=True, exist_ok=True)
-    staged = spool / f".{name}.tmp"
-    write_atomic(staged, orjson.dumps({"job": job, "args": args}), 0o644)
-    os.rename(staged, spool / name)
-    return name
 
 
 def outcome_files(spool: Path, name: str) -> list[Path]:
@@ -65,16 +52,17 @@ def follow(config: Config, name: str, timeout: float | None = None) -> int:
         for path in outcome_files(spool, name):
             try:
                 result = orjson.loads(path.read_bytes())
-            except (FileNotFoundError, orjson.JSONDecodeError):
+            except (OSError, orjson.JSONDecodeError):
                 continue
             return _report(result, path, tty)
         try:
             raw = progress_file.read_bytes()
-        except FileNotFoundError:
-            raw = b""
-        if raw and raw != shown:
+            progress = orjson.loads(raw) if raw and raw != shown else None
+        except (OSError, orjson.JSONDecodeError):
+            raw, progress = b"", None
+        if isinstance(progress, dict):
             shown = raw
-            _show_progress(orjson.loads(raw), tty)
+            _show_progress(progress, tty)
         if running_pid(config.paths.state / "lock") is None:
             print("\nwatcher: the service stopped before the job finished", file=sys.stderr)
             return 1

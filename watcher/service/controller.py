@@ -65,6 +65,7 @@ class Controller:
         self._snapshot: dict[str, Any] = {}
         self.on_release: list[Callable[[], None]] = []
         self.on_no_space: list[Callable[[], None]] = []
+        self.message_lost = False  # the last write of the maint file left it empty (no space)
         # autoflush: every change is durable before the call returns, and before its events
         # reach a handler — except inside ``observe(defer=True)`` (see there); ``dirty`` is set
         # while something waits for ``flush``.
@@ -383,6 +384,7 @@ class Controller:
         one: ``None`` when someone removed or created it meanwhile.
         """
         self.paths.maint_file.parent.mkdir(parents=True, exist_ok=True)
+        self.message_lost = False
         try:
             if update:
                 st = rewrite_existing(self.paths.maint_file, rendered, durable=self._durable)
@@ -393,6 +395,7 @@ class Controller:
             if exc.errno not in NO_SPACE:
                 raise
             self._no_space(exc)
+            self.message_lost = True
             fd = os.open(self.paths.maint_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 return FileStamp.of(os.fstat(fd))

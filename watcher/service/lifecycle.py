@@ -3,7 +3,7 @@
 Start: take the instance lock, start the handlers, load the state and reconcile it
 with the maint file (scan), arm the watches, scan again now that they are live, then
 ``service.ready`` (and ``READY=1`` to systemd). Run: watches, ticks, deadlines and
-the control area feed the controller; signals are only recorded by the signal task.
+the control socket feed the controller; signals are only recorded by the signal task.
 Stop (SIGTERM/SIGINT): ``service.stopping``, stop taking work, ``service.stopped``,
 flush the handlers within ``shutdown_timeout``, exit 0. A second SIGINT exits at once.
 SIGHUP reopens log files and reloads the config (validated first; on error the old
@@ -12,6 +12,7 @@ config stays and ``config.rejected`` says why).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from datetime import datetime
@@ -32,12 +33,12 @@ from watcher.service.diskguard import DiskGuard
 from watcher.service.history import HistoryWriter
 from watcher.service.metrics import Metrics
 from watcher.service.observe import ServiceView
-from watcher.service.operations import RequestError, enter, leave
+from watcher.service.operations import leave
+from watcher.service.requests import Requests
 from watcher.service.runner import JobRunner
 from watcher.service.scheduler import Scheduler
 from watcher.service.spool import Spool
-from watcher.sources import treewatch
-from watcher.sources.control import answer, control_dir, pending, take
+from watcher.sources import control, treewatch
 from watcher.sources.watching import FlatWatcher
 from watcher.system.lock import InstanceLock
 from watcher.system.sdnotify import Notifier
@@ -77,12 +78,15 @@ class Service:
             mode = "poll" if self.disk.network else "native"
         self.watcher = FlatWatcher(self.bus, mode=mode)
         self.watcher.add(config.paths.maint_file.parent, self._maint_dir_changed)
-        self.watcher.add(control_dir(config.paths.spool), self._control_changed)
         self.spool = Spool(lambda: self.config, self.bus, self.controller, self.runner, clock)
         self.watcher.add(config.paths.spool, self._spool_changed)
         self.controller.on_release.append(self.scheduler.poke)
         self.controller.on_no_space.append(self._no_space)
         self.bus.on_no_space.append(self._no_space)
+        self.requests = Requests(
+            lambda: self.config, self.controller, self.scheduler, self.runner,
+            self._deadline_changed_set,
+        )
         self._stop = anyio.Event()
         self._deadline_changed = anyio.Event()
         self._stopping = False
@@ -171,6 +175,8 @@ class Service:
             await self.bus.aclose()
             if self.history is not None:
                 await self.history.aclose()
+            with contextlib.suppress(OSError):
+                os.unlink(control.socket_path(self.config.paths.state))
             self.lock.release()
         return 0
 
@@ -180,7 +186,7 @@ class Service:
 
     def _prepare_directories(self) -> None:
         paths = self.config.paths
-        for directory in (paths.state, paths.spool, control_dir(paths.spool)):
+        for directory in (paths.state, paths.spool):
             directory.mkdir(parents=True, exist_ok=True)
 
     def _subscriptions(self, config: Config) -> list[Subscription]:
@@ -227,6 +233,7 @@ class Service:
         await tg.start(self.watcher.run)
         self._scan()  # again, now that the watch is live: nothing slips in between
         self.disk.tick() if not self.disk.network else await self.disk.sample_async()
+        await self._serve_control(tg)
         await tg.start(self.runner.run)
         await tg.start(self.scheduler.run)
         tg.start_soon(self._signals, name="signals")
@@ -245,6 +252,41 @@ class Service:
         )
         active = "in maintenance" if self.controller.active else "not in maintenance"
         self.notifier.notify("READY=1", f"STATUS=ready, {active}")
+
+    async def _serve_control(self, tg: anyio.abc.TaskGroup) -> None:
+        """Bind the control socket and serve it; when it cannot be bound, say so and run on
+        (the maint file, the spool and ``status`` still work; ``enter``/``leave`` then fail
+        with a message naming the socket)."""
+        path = control.socket_path(self.config.paths.state)
+        try:
+            sock = control.bind(path, self.config.control.group)
+        except OSError as exc:
+            self.bus.emit(
+                "control.unavailable",
+                f"control socket {path} cannot be made: {exc.strerror}",
+                level="error",
+                path=str(path),
+                error=str(exc),
+            )
+            return
+        await tg.start(control.serve, sock, self._access, self.requests.handle, self._refused)
+
+    def _access(self) -> control.Access:
+        c = self.config.control
+        return control.Access(os.getuid(), c.allowed_uids, c.allowed_gids)
+
+    def _refused(self, peer: control.Peer) -> None:
+        self.bus.emit(
+            "control.refused",
+            f"control request from uid {peer.uid} refused",
+            level="warning",
+            uid=peer.uid,
+            gid=peer.gid,
+            pid=peer.pid,
+        )
+
+    def _deadline_changed_set(self) -> None:
+        self._deadline_changed.set()
 
     async def _persist(self) -> None:
         """Flush what an observed operator action left to write, once handlers had the events.
@@ -267,6 +309,7 @@ class Service:
 
     async def _shutdown(self) -> None:
         self._stopping = True
+        self.requests.stopping = True
         self.notifier.notify("STOPPING=1", "STATUS=stopping")
         self.bus.emit("service.stopping", "watcher stopping")
         await self.runner.shutdown(self.config.service.shutdown_timeout)
@@ -295,7 +338,6 @@ class Service:
 
     def _scan(self) -> str:
         verdict = self.controller.observe()
-        self._process_control()
         self.spool.scan(force=True)
         self._deadline_changed.set()
         return verdict
@@ -342,7 +384,6 @@ class Service:
                 level="warning" if not self.watcher.polling else "info",
                 change=verdict,
             )
-        self._process_control()
         if not self._stopping:
             self.spool.scan()
 
@@ -354,46 +395,6 @@ class Service:
     def _spool_changed(self, name: str | None, complete: bool) -> None:
         if not self._stopping:
             self.spool.changed(name, complete)
-
-    def _control_changed(self, name: str | None, _complete: bool) -> None:
-        if name is None or name.endswith(".req"):
-            self._process_control()
-
-    def _process_control(self) -> None:
-        if self._stopping:
-            return
-        for path in pending(control_dir(self.config.paths.spool)):
-            request = take(path, self.config.trigger.allowed_uids)
-            if request is None:
-                continue
-            response = self._handle_request(request)
-            self.controller.flush()  # durable before the CLI is told it is done
-            answer(path, response)
-        self._deadline_changed.set()
-
-    def _handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
-        try:
-            if op == "enter":
-                message = enter(
-                    self.controller,
-                    request,
-                    self.config.tz,
-                    self.config.maintenance.granularity,
-                )
-                self.scheduler.poke()
-                self.scheduler.open_current()
-            elif op == "leave":
-                message = leave(self.controller, running=self.runner.running_names)
-            elif op == "ping":
-                message = "pong"
-            else:
-                return {"ok": False, "message": f"unknown request {op!r}"}
-        except RequestError as exc:
-            return {"ok": False, "message": str(exc)}
-        except Exception as exc:  # a request must never take the service down
-            return {"ok": False, "message": f"request failed: {type(exc).__name__}: {exc}"}
-        return {"ok": True, "message": message, "active": self.controller.active}
 
     async def _deadlines(self) -> None:
         """Expire holds on time (``enter --for``), re-planning whenever the holds change."""

@@ -1,7 +1,7 @@
 """Operator requests (``enter``, ``leave``), carried out on a ``Controller``.
 
-The same code runs inside the service (a request handed over through the control
-area) and in the CLI when the service is down (under the instance lock), so both
+The same code runs inside the service (a request sent over the control socket) and in
+the CLI when the service is down (under the instance lock), so both
 paths behave alike.
 """
 
