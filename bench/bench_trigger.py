@@ -9,8 +9,11 @@ the log, stamps the clock just before the atomic ``rename`` into place, then wai
 on the log file, never by polling). A line not seen within 2 s is a miss. Between trials
 the bench waits a random 20–50 ms, so trials do not lock onto watcher's 1 s tick.
 
-There is no reference in the same run: systemd ``.path`` units and incron start a
-process from the same inotify event and are in the millisecond range (DESIGN §10).
+The latency is also split at the event's own ``@timestamp``: rename → ``job.started``
+created is the service's own path from the inotify read to just before the job's process
+is spawned (``job.started`` is emitted right before it; issue 15: ≤ 1 ms at p50), the rest
+is delivery to the log file. The reference, incron, is in ``bench_incron`` (to the job
+process running).
 
 Run alone: ``python -m bench.bench_trigger [--quick] [--workdir DIR]``.
 """
@@ -23,17 +26,19 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.datadirs import demo_dir, reset
 from bench.lines import FileTail, Match, contains, drain, wait_for
 from bench.procs import READY, spawn, stopped_at_exit, watcher_argv
 from bench.report import Row, row
-from bench.stats import Latency
+from bench.stats import Latency, percentile
 
 MEASURE = "trigger dropped → job.started"
 TARGET_P99_MS = 20.0
+SERVICE_P50_MS = 1.0
 TARGET = "p99 ≤ 20 ms"
 TRIALS, QUICK_TRIALS = 200, 50
 WARMUP = 5
@@ -53,6 +58,13 @@ def write_config(path: Path, log_file: Path) -> Path:
     return path
 
 
+def _event_ms(line: bytes, wall_ns: int) -> float:
+    """Milliseconds from the rename (wall clock) to the event's own ``@timestamp``."""
+    stamp = json.loads(line)["@timestamp"]
+    moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return (moment.timestamp() * 1e9 - wall_ns) / 1e6
+
+
 def started_by(name: str) -> Match:
     """The ``job.started`` line of the job that trigger file ``name`` started."""
     marker = f'"trigger":{json.dumps(name)}'.encode()
@@ -66,6 +78,7 @@ class Rig:
     spool: Path
     log: FileTail
     rng: random.Random
+    service_ms: list[float] = field(default_factory=list)  # rename → job.started created
 
     def trial(self, index: int) -> float | None:
         """Drop one trigger; milliseconds from the rename to its ``job.started`` line."""
@@ -73,11 +86,15 @@ class Rig:
         staged = self.spool / f".{name}.tmp"
         staged.write_bytes(b'{"job": "noop"}')
         drain(self.log)
+        matched: dict[str, bytes] = {}
+        wall = time.time_ns()
         started = time.perf_counter_ns()
         os.rename(staged, self.spool / name)
-        found = wait_for({"ours": (self.log, started_by(name))}, started, MISS_AFTER)
+        found = wait_for({"ours": (self.log, started_by(name))}, started, MISS_AFTER, matched)
         if found["ours"] is None:
             time.sleep(1.5)  # let watcher's tick re-read the spool before going on
+        elif "ours" in matched:
+            self.service_ms.append(_event_ms(matched["ours"], wall))
         return found["ours"]
 
     def settle(self) -> None:
@@ -120,12 +137,19 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     with running(demo_dir(workdir), workdir) as rig:
         samples = trials(rig, QUICK_TRIALS if quick else TRIALS)
     latency = Latency.of(samples)
+    own = rig.service_ms
+    split = (
+        f"; of which rename → job.started created (the service's path to the spawn) "
+        f"p50 {percentile(own, 50):.2f} / p99 {percentile(own, 99):.2f} ms"
+    )
     return [
         row(
             MEASURE,
-            latency.render(misses=True),
-            target=TARGET,
-            passed=latency.p99 <= TARGET_P99_MS and latency.misses == 0,
+            latency.render(misses=True) + split,
+            target=f"{TARGET}; the service's path p50 ≤ {SERVICE_P50_MS:g} ms (issue 15)",
+            passed=latency.p99 <= TARGET_P99_MS
+            and latency.misses == 0
+            and percentile(own, 50) <= SERVICE_P50_MS,
         )
         | {"ratio": ""}
     ]

@@ -5,8 +5,8 @@ One JSON object per line in ``<state>/journal``. A torn last line (a crash mid-w
 ignored. The journal is compacted at start-up to the triggers still unfinished.
 
 Group commit (:meth:`Journal.append_soon`, ``watcher.service.groupcommit``): records added
-while a burst of triggers starts go out in one ``write`` and one ``fsync`` per batch, in a
-worker thread; each is still durable before its caller goes on.
+in one turn of the event loop (a burst of triggers starting together) go out in one
+``write`` and one ``fsync``; each is still durable before its caller goes on.
 """
 
 from __future__ import annotations
