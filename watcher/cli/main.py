@@ -188,7 +188,10 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(_os_message("cannot write the trigger", exc)) from None
     print(f"trigger {name} dropped; the service is not running: it runs when it starts")
-    return EXIT_FAILURE if args.wait else EXIT_OK
+    if args.wait:
+        print("watcher: --wait: no service is running to follow the job", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -225,7 +228,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     else:
         text = format_report(report)
     _deliver(text, args.output)
-    return EXIT_OK if report["config_check"]["ok"] else EXIT_FAILURE
+    if not report["config_check"]["ok"]:
+        print("watcher: the configuration check failed (see the report)", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -347,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
+        if len(exc.problems) == 1:
+            fail(f"configuration error: {exc.problems[0]}", EXIT_USAGE)
         fail("configuration error:\n  " + "\n  ".join(str(p) for p in exc.problems), EXIT_USAGE)
     except CommandError as exc:
         fail(str(exc), exc.code)
