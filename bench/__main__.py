@@ -93,12 +93,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="fewer trials, shorter windows")
     names = module_names()
-    parser.add_argument("--only", nargs="+", choices=names, metavar="NAME",
-                        help=f"run only these ({', '.join(names)})")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="FILE",
-                        help="where to write the table (default: bench/results/latest.md)")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, metavar="DIR",
-                        help="where data directories and databases are built and cached")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=names,
+        metavar="NAME",
+        help=f"run only these ({', '.join(names)})",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="FILE",
+        help="where to write the table (default: bench/results/latest.md)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=DEFAULT_WORKDIR,
+        metavar="DIR",
+        help="where data directories and databases are built and cached",
+    )
     return parser.parse_args(argv)
 
 

@@ -53,7 +53,7 @@ def write_config(path: Path, log_file: Path) -> Path:
         "# written by bench: a no-op command job, plus a JSON log file the bench tails\n"
         '[[jobs]]\nname = "noop"\ntype = "command"\nargv = ["true"]\nmaintenance = false\n\n'
         '[[handlers]]\ntype = "log"\ntarget = "stdout"\nformat = "auto"\n\n'
-        f"[[handlers]]\ntype = \"log\"\ntarget = {json.dumps(str(log_file))}\nformat = \"json\"\n"
+        f'[[handlers]]\ntype = "log"\ntarget = {json.dumps(str(log_file))}\nformat = "json"\n'
     )
     return path
 

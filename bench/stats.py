@@ -46,8 +46,7 @@ class Latency:
     def render(self, *, misses: bool = False) -> str:
         """``p50 0.71 / p95 1.20 / p99 2.03 ms`` (plus the miss count when asked)."""
         text = (
-            f"p50 {_ms(self.p50)} / p95 {_ms(self.p95)} / p99 {_ms(self.p99)} ms"
-            f" (n={self.trials})"
+            f"p50 {_ms(self.p50)} / p95 {_ms(self.p95)} / p99 {_ms(self.p99)} ms (n={self.trials})"
         )
         return f"{text}, misses {self.misses}/{self.trials}" if misses else text
 

@@ -53,16 +53,17 @@ def state(root: Path) -> dict[str, Any]:
     mw = root / "mw"
     out: dict[str, Any] = {}
     for where in ("data", "back1/data"):
-        for db, table in (("mail.db", "mails"), ("phone.db", "calls"),
-                          ("address.db", "customers")):
+        for db, table in (("mail.db", "mails"), ("phone.db", "calls"), ("address.db", "customers")):
             path = mw / where / db
             if path.exists():
                 conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-                out[f"{where}/{db}"] = conn.execute(
-                    f"SELECT * FROM {table} ORDER BY id").fetchall()
+                out[f"{where}/{db}"] = conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
                 conn.close()
-    out["files"] = sorted(p.relative_to(mw).as_posix() for p in mw.rglob("*")
-                          if p.is_file() and not p.name.endswith(("-journal", "-wal", "-shm")))
+    out["files"] = sorted(
+        p.relative_to(mw).as_posix()
+        for p in mw.rglob("*")
+        if p.is_file() and not p.name.endswith(("-journal", "-wal", "-shm"))
+    )
     return out
 
 
@@ -71,8 +72,12 @@ def run_child(root: Path, kill_after: float | None) -> tuple[bool, float]:
 
     Returns whether it finished and how long it ran.
     """
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(root)], stdout=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "go"
     start = time.monotonic()

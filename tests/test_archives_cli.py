@@ -29,8 +29,9 @@ def root(tmp_path: Path) -> Path:
     data_dir = tmp_path / "app"
     mw = data_dir / "mw"
     add_mail_data(mw, 200, date(2024, 1, 1), 730)
-    paths = DataPaths(data_dir, mw / "data/maint", mw / "data", mw / "file", mw, mw / "log",
-                      mw / "watcher")
+    paths = DataPaths(
+        data_dir, mw / "data/maint", mw / "data", mw / "file", mw, mw / "log", mw / "watcher"
+    )
     config = ArchiveConfig(tables=MAIL_TABLES, immutable=False)
     archive(paths, date(2025, 1, 1), now=NOW, config=config, space="ws1")
     archive(paths, date(2025, 7, 1), now=NOW, config=config)
@@ -61,7 +62,8 @@ def test_csv_export_round_trips(root: Path, tmp_path: Path) -> None:
     with sqlite3.connect(read_only_uri(root / "mw/back2/data/mail.db"), uri=True) as conn:
         cur = conn.execute("SELECT * FROM mails ORDER BY id")
         expected = [[d[0] for d in cur.description]] + [
-            ["" if v is None else str(v) for v in row] for row in cur]
+            ["" if v is None else str(v) for v in row] for row in cur
+        ]
     conn.close()
     assert list(csv.reader(io.StringIO(out.read_text()))) == expected
     assert not list((root / "mw/back2/data").glob("*-*")), "reading left side files"

@@ -90,8 +90,14 @@ async def test_glob_filters_select_actions() -> None:
     bus.subscribe(sub("maint", maint, events=("maintenance.*",)))
     bus.subscribe(sub("disk", disk_or_job, events=("disk.critical", "job.*")))
     bus.subscribe(sub("all", everything))
-    actions = ["maintenance.entered", "disk.warn", "disk.critical", "job.started",
-               "maintenance.left", "maintenancex"]
+    actions = [
+        "maintenance.entered",
+        "disk.warn",
+        "disk.critical",
+        "job.started",
+        "maintenance.left",
+        "maintenancex",
+    ]
     async with running(bus):
         for action in actions:
             bus.emit(action, action)

@@ -25,17 +25,26 @@ def window(start: str, end: str, extra: str = "") -> str:
 ARCHIVE_TABLE = '[[archive.tables]]\ndatabase = "mail.db"\ntable = "mails"\n'
 MISTAKES: dict[str, tuple[str, str, str]] = {
     "archive table without date column": (
-        HEAD + ARCHIVE_TABLE, "archive.tables[0].date_column", "required"),
+        HEAD + ARCHIVE_TABLE,
+        "archive.tables[0].date_column",
+        "required",
+    ),
     "archive table name not plain": (
         HEAD + ARCHIVE_TABLE.replace("mails", "mails; DROP") + 'date_column = "d"\n',
-        "archive.tables[0].table", "plain SQL name"),
+        "archive.tables[0].table",
+        "plain SQL name",
+    ),
     "archive database outside data": (
         HEAD + ARCHIVE_TABLE.replace("mail.db", "../x.db") + 'date_column = "d"\n',
-        "archive.tables[0].database", "without .."),
+        "archive.tables[0].database",
+        "without ..",
+    ),
     "archive attachment pattern": (
         HEAD + ARCHIVE_TABLE + 'date_column = "d"\nattachment_column = "a"\n'
         'attachment_path = "{row}"\n',
-        "archive.tables[0].attachment_path", "only {value} and {space}"),
+        "archive.tables[0].attachment_path",
+        "only {value} and {space}",
+    ),
     "archive unknown key": (HEAD + "[archive]\ncolour = 1\n", "archive.colour", "unknown key"),
     "unknown top-level key": (HEAD + "foo = 1\n", "foo", "unknown key"),
     "unknown nested key": (HEAD + "[disk]\nfoo = 1\n", "disk.foo", "unknown key"),
@@ -137,7 +146,7 @@ MISTAKES: dict[str, tuple[str, str, str]] = {
         "could not import module 'nosuch.module'",
     ),
     "missing data dir": (f'data_dir = "{DATA}/nosuch"\n', "data_dir", "does not exist"),
-    "no data dir at all": ("[disk]\ninterval = \"1s\"\n", "data_dir", "required"),
+    "no data dir at all": ('[disk]\ninterval = "1s"\n', "data_dir", "required"),
     "TOML syntax error": (HEAD + "[disk\nwarn = 1\n", "(syntax)", "line 2"),
     "bad timezone": (
         HEAD + 'timezone = "Mars/Olympus"\n',

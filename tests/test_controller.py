@@ -309,9 +309,7 @@ def test_watchers_own_file_is_not_adopted(ctl: Controller) -> None:
     assert events == []
 
 
-def test_adopted_hold_is_released_by_leave_like_manual(
-    ctl: Controller, paths: PathsConfig
-) -> None:
+def test_adopted_hold_is_released_by_leave_like_manual(ctl: Controller, paths: PathsConfig) -> None:
     """The adopted hold is a manual hold: releasing manual maintenance removes the file."""
     paths.maint_file.touch()
     ctl.observe()

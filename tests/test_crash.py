@@ -46,7 +46,7 @@ from watcher.system.atomic import write_atomic
 
 ROUNDS = 60
 SLEEPY = (  # a few ms, then the trigger's name (a trigger may not set env) into the ledger
-    'sleep 0.00$(( ${{#WATCHER_TRIGGER}} % 9 + 1 )); '
+    "sleep 0.00$(( ${{#WATCHER_TRIGGER}} % 9 + 1 )); "
     'printf "%s\\n" "$WATCHER_TRIGGER" >> "{ledger}"'
 )
 KINDS = ("dbcheck", "sleepy", "backup", "archive")
@@ -158,8 +158,9 @@ def crash_round(
             time.sleep(rng.uniform(0.15, 0.6))
         else:
             svc.ready()
-            here += [drop(spool, run, rng, f"{index:02d}-{j}", backups)
-                     for j in range(rng.randint(1, 5))]
+            here += [
+                drop(spool, run, rng, f"{index:02d}-{j}", backups) for j in range(rng.randint(1, 5))
+            ]
             if mode == "started":
                 nth_event(svc, "job.started", rng.randint(1, len(here)))
                 if rng.random() < 0.5:
@@ -351,7 +352,11 @@ def test_own_maint_removal_not_operator_release_after_kill_before_state_save(
     stamp = FileStamp.of(written_for(data_dir, (hold,)))
     store.save(
         replace(
-            saved, holds=(), manual_windows=(window,), written=stamp, entered_at=hold.since,
+            saved,
+            holds=(),
+            manual_windows=(window,),
+            written=stamp,
+            entered_at=hold.since,
         )
     )
     # The kill point: the job ended, the runner released its hold, the controller saved
@@ -361,14 +366,20 @@ def test_own_maint_removal_not_operator_release_after_kill_before_state_save(
     # record.
     ident = claimed(data_dir, "dbcheck.sim")
     Journal(state_dir).append(
-        {"event": "started", "id": ident, "file": "dbcheck.sim", "job": "dbcheck",
-         "at": hold.since.isoformat()}
+        {
+            "event": "started",
+            "id": ident,
+            "file": "dbcheck.sim",
+            "job": "dbcheck",
+            "at": hold.since.isoformat(),
+        }
     )
     (data_dir / "mw" / "data" / "maint").unlink()
     svc = service()
     svc.wait_for("job.interrupted", ran("dbcheck.sim"))
     operator = [
-        e["message"] for e in svc.events
+        e["message"]
+        for e in svc.events
         if e["event"]["action"] == "maintenance.released_by_operator"
     ]
     assert operator == [], "watcher took its own removal of the maint file for an operator's"
@@ -390,13 +401,19 @@ def test_result_json_after_kill_between_move_and_result(
     ident = claimed(data_dir, "dbcheck.sim")
     target = spool / "done" / "dbcheck.sim"
     (spool / ".claimed" / f"{ident}.result.json").write_text(
-        json.dumps({"trigger": "dbcheck.sim", "id": ident, "moved_to": str(target),
-                    "status": "finished"})
+        json.dumps(
+            {"trigger": "dbcheck.sim", "id": ident, "moved_to": str(target), "status": "finished"}
+        )
     )
     os.rename(spool / ".claimed" / ident, target)
     Journal(data_dir / "mw" / "watcher").append(
-        {"event": "started", "id": ident, "file": "dbcheck.sim", "job": "dbcheck",
-         "at": datetime.now(UTC).isoformat()}
+        {
+            "event": "started",
+            "id": ident,
+            "file": "dbcheck.sim",
+            "job": "dbcheck",
+            "at": datetime.now(UTC).isoformat(),
+        }
     )
     service()
     result = spool / "done" / "dbcheck.sim.result.json"

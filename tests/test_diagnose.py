@@ -144,8 +144,15 @@ def test_human_report_lists_every_section(data_dir: Path, tokyo: Path) -> None:
     done = cli("diagnose", data_dir=data_dir, config=tokyo)
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    for heading in ("os:", "python:", "packages:", "paths:", "inotify:", "filesystem:",
-                    "config_check:"):
+    for heading in (
+        "os:",
+        "python:",
+        "packages:",
+        "paths:",
+        "inotify:",
+        "filesystem:",
+        "config_check:",
+    ):
         assert heading in text.splitlines(), heading
     assert f"  release: {platform.release()}" in text
     assert f"  version: {platform.python_version()}" in text
@@ -185,9 +192,7 @@ def test_broken_config_exits_1_and_lists_each_problem(data_dir: Path, broken: Pa
     assert report["packages"]["watcher"] == __version__
 
 
-def test_broken_config_still_reports_the_data_dirs_filesystem(
-    data_dir: Path, broken: Path
-) -> None:
+def test_broken_config_still_reports_the_data_dirs_filesystem(data_dir: Path, broken: Path) -> None:
     """With a broken config and a data dir that exists, the report still gives the data dir's
     paths, its filesystem and the time zone: support needs them most when the config fails."""
     _code, report = diagnose_json(data_dir, broken)
@@ -218,8 +223,9 @@ def test_missing_data_dir_is_a_listed_problem(tmp_path: Path) -> None:
     """A data dir that does not exist is reported as a config problem, exit 1."""
     code, report = diagnose_json(tmp_path / "nowhere")
     assert code == 1
-    assert any("data_dir" in p and "does not exist" in p
-               for p in report["config_check"]["problems"])
+    assert any(
+        "data_dir" in p and "does not exist" in p for p in report["config_check"]["problems"]
+    )
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])

@@ -164,8 +164,10 @@ def test_recovery_in_steps(frees: list[int], expected: list[DiskLevel | None]) -
     [
         ([(5000, 40), (5000, 40)], [None, "warn"]),
         ([(5000, 5)], ["critical"]),
-        ([(5000, 5), (5000, 50), (5000, 51), (5000, 70), (5000, 71)],
-         ["critical", None, "warn", None, "ok"]),
+        (
+            [(5000, 5), (5000, 50), (5000, 51), (5000, 70), (5000, 71)],
+            ["critical", None, "warn", None, "ok"],
+        ),
         ([(5000, 40), (5000, 40), (5000, 500)], [None, "warn", "ok"]),
     ],
 )
@@ -206,8 +208,11 @@ def band_case(draw: st.DrawFn) -> tuple[Thresholds, GuardState, list[Reading]]:
     total = 4 * 10**6
     on_inodes = draw(st.booleans())
     ladder: Sequence[DiskLevel] = ("ok", "warn", "critical") if on_inodes else LEVELS
-    enter = {"warn": middle, "critical": worst} if on_inodes else {
-        "warn": best, "maintenance": middle, "critical": worst}
+    enter = (
+        {"warn": middle, "critical": worst}
+        if on_inodes
+        else {"warn": best, "maintenance": middle, "critical": worst}
+    )
     index = draw(st.integers(1, len(ladder) - 1))
     level = ladder[index]
     below = enter[ladder[index + 1]] if index + 1 < len(ladder) else 0
@@ -246,24 +251,36 @@ def test_no_flapping_inside_a_hysteresis_band(
     ("changes", "expected"),
     [
         ({}, []),
-        ({"warn": Level(amount=10 * MiB), "maintenance": Level(amount=512 * MiB)},
-         ["disk.warn (10MiB) must be greater than disk.maintenance (512MiB)"]),
-        ({"maintenance": Level(amount=10 * MiB), "critical": Level(amount=10 * MiB)},
-         ["disk.maintenance (10MiB) must be greater than disk.critical (10MiB)"]),
-        ({"warn": Level(percent=5), "maintenance": Level(percent=10)},
-         ["disk.warn (5%) must be greater than disk.maintenance (10%)"]),
+        (
+            {"warn": Level(amount=10 * MiB), "maintenance": Level(amount=512 * MiB)},
+            ["disk.warn (10MiB) must be greater than disk.maintenance (512MiB)"],
+        ),
+        (
+            {"maintenance": Level(amount=10 * MiB), "critical": Level(amount=10 * MiB)},
+            ["disk.maintenance (10MiB) must be greater than disk.critical (10MiB)"],
+        ),
+        (
+            {"warn": Level(percent=5), "maintenance": Level(percent=10)},
+            ["disk.warn (5%) must be greater than disk.maintenance (10%)"],
+        ),
         ({"warn": Level(percent=1), "maintenance": Level(amount=512 * MiB)}, []),
-        ({"warn": Level(amount=5 * MiB), "maintenance": Level(percent=5)},
-         ["disk.warn (5MiB) must be greater than disk.critical (10MiB)"]),
-        ({"inodes_warn": Level(amount=100), "inodes_critical": Level(amount=1000)},
-         ["disk.inodes_warn (100) must be greater than disk.inodes_critical (1000)"]),
+        (
+            {"warn": Level(amount=5 * MiB), "maintenance": Level(percent=5)},
+            ["disk.warn (5MiB) must be greater than disk.critical (10MiB)"],
+        ),
+        (
+            {"inodes_warn": Level(amount=100), "inodes_critical": Level(amount=1000)},
+            ["disk.inodes_warn (100) must be greater than disk.inodes_critical (1000)"],
+        ),
     ],
 )
 def test_check_order(changes: dict[str, Any], expected: list[str]) -> None:
     """Levels of the same kind must be strictly ordered; mixed kinds wait for a total."""
     defaults = Thresholds(
-        warn=Level(percent=10), maintenance=Level(amount=512 * MiB),
-        critical=Level(amount=10 * MiB), inodes_warn=Level(percent=5),
+        warn=Level(percent=10),
+        maintenance=Level(amount=512 * MiB),
+        critical=Level(amount=10 * MiB),
+        inodes_warn=Level(percent=5),
         inodes_critical=Level(percent=1),
     )
     assert dataclasses.replace(defaults, **changes).check_order() == expected
@@ -272,7 +289,9 @@ def test_check_order(changes: dict[str, Any], expected: list[str]) -> None:
 def test_check_order_with_totals_compares_mixed_levels() -> None:
     """Given the filesystem's size, a percentage is compared with an absolute level."""
     mixed = dataclasses.replace(
-        BYTES, warn=Level(percent=1), maintenance=Level(amount=512 * MiB),
+        BYTES,
+        warn=Level(percent=1),
+        maintenance=Level(amount=512 * MiB),
         inodes_warn=Level(percent=50),
     )
     assert mixed.check_order() == []
@@ -292,7 +311,8 @@ def test_check_order_with_totals_compares_mixed_levels() -> None:
         ("maintenance", 0.0, 1000.0, 0.0, False),
     ],
 )
-def test_reminder_due(level: DiskLevel, last: float, now: float, every: float,
-                      expected: bool) -> None:
+def test_reminder_due(
+    level: DiskLevel, last: float, now: float, every: float, expected: bool
+) -> None:
     """A reminder is due while not OK once `every` seconds have passed; 0 turns it off."""
     assert reminder_due(level, last, now, every) is expected

@@ -53,8 +53,9 @@ def test_sample_without_inodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     """A filesystem that reports no inodes (f_files == 0) gives None inode counts."""
     fake = os.statvfs_result((4096, 4096, 100, 50, 40, 0, 0, 0, 0, 255))
     monkeypatch.setattr(os, "statvfs", lambda path: fake)
-    assert sample(tmp_path) == Reading(free=40 * 4096, total=100 * 4096, inodes_free=None,
-                                       inodes_total=None)
+    assert sample(tmp_path) == Reading(
+        free=40 * 4096, total=100 * 4096, inodes_free=None, inodes_total=None
+    )
 
 
 @pytest.mark.asyncio
@@ -132,11 +133,25 @@ def test_filesystem_type_unknown_without_a_mount(
 @pytest.mark.parametrize(
     ("fstype", "expected"),
     [
-        ("nfs", True), ("nfs4", True), ("cifs", True), ("smb3", True), ("smbfs", True),
-        ("fuse.sshfs", True), ("fuse.s3fs", True), ("sshfs", True), ("9p", True),
-        ("glusterfs", True), ("ceph", True), ("NFS4", True),
-        ("ext4", False), ("xfs", False), ("btrfs", False), ("tmpfs", False),
-        ("overlay", False), ("zfs", False), ("", False),
+        ("nfs", True),
+        ("nfs4", True),
+        ("cifs", True),
+        ("smb3", True),
+        ("smbfs", True),
+        ("fuse.sshfs", True),
+        ("fuse.s3fs", True),
+        ("sshfs", True),
+        ("9p", True),
+        ("glusterfs", True),
+        ("ceph", True),
+        ("NFS4", True),
+        ("ext4", False),
+        ("xfs", False),
+        ("btrfs", False),
+        ("tmpfs", False),
+        ("overlay", False),
+        ("zfs", False),
+        ("", False),
     ],
 )
 def test_is_network_fs(fstype: str, expected: bool) -> None:

@@ -326,9 +326,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
-def test_reminder_repeats_every_reminder_seconds_while_not_ok(
-    tmp_path: Path, clock: Clock
-) -> None:
+def test_reminder_repeats_every_reminder_seconds_while_not_ok(tmp_path: Path, clock: Clock) -> None:
     """disk.reminder comes `reminder` seconds after the last disk event, then again, with fields."""
     rig = Rig(tmp_path, make_config(tmp_path, reminder="60s"))
     rig.feed(150, 150)
@@ -377,7 +375,6 @@ def test_no_reminder_while_ok(tmp_path: Path, clock: Clock) -> None:
             clock.now += 3600.0
             rig.feed(900)
     assert events == []
-
 
 
 def restarted(rig: Rig) -> Rig:

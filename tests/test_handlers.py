@@ -327,7 +327,7 @@ def test_module_attr_handler_receives_events_in_the_service(
     assert {"service.ready", "maintenance.entered", "service.stopped"} <= set(received)
 
 
-ENTRY_JOB = '''
+ENTRY_JOB = """
 class Hello:
     maintenance_default = False
     retry_safe = True
@@ -340,7 +340,7 @@ class Hello:
 
 
 JOB = Hello()
-'''
+"""
 
 
 def test_entry_point_plugins_are_found_by_name(

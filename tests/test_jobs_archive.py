@@ -41,15 +41,17 @@ def paths(tmp_path: Path) -> DataPaths:
     mw = tmp_path / "mw"
     add_mail_data(mw, 300, date(2024, 1, 1), 730)
     (mw / "data" / "maint").write_text("{}")
-    return DataPaths(tmp_path, mw / "data" / "maint", mw / "data", mw / "file", mw,
-                     mw / "log", mw / "watcher")
+    return DataPaths(
+        tmp_path, mw / "data" / "maint", mw / "data", mw / "file", mw, mw / "log", mw / "watcher"
+    )
 
 
 def snapshot(paths: DataPaths) -> dict[str, Any]:
     """Every live row and every file under mw/file, for comparing states."""
     data = paths.data
-    files = sorted(p.relative_to(paths.files).as_posix() for p in paths.files.rglob("*")
-                   if p.is_file())
+    files = sorted(
+        p.relative_to(paths.files).as_posix() for p in paths.files.rglob("*") if p.is_file()
+    )
     return {
         "mails": rows(data / "mail.db", "SELECT * FROM mails ORDER BY id"),
         "calls": rows(data / "phone.db", "SELECT * FROM calls ORDER BY id"),
@@ -72,7 +74,8 @@ def test_rows_before_the_date_move_with_their_attachments(paths: DataPaths) -> N
     assert all(r[2] < cut for r in rows(back / "data" / "phone.db", "SELECT * FROM calls"))
     assert all(r[2] >= cut for r in rows(paths.data / "phone.db", "SELECT * FROM calls"))
     assert rows(paths.data / "address.db", "SELECT min(updated) FROM customers")[0][0] >= (
-        "2025-01-01")
+        "2025-01-01"
+    )
     for _id, ws, _when, _subject, att in old_mails:
         if att:
             assert (back / "file" / ws / att).is_file() and not (paths.files / ws / att).exists()
@@ -81,7 +84,8 @@ def test_rows_before_the_date_move_with_their_attachments(paths: DataPaths) -> N
             assert (paths.files / ws / att).is_file()
     assert (paths.data / "settings.ini").is_file() and paths.maint_file.is_file()
     assert result["rows"] == len(old_mails) + sum(
-        t["rows"] for t in result["tables"] if t["table"] != "mails")
+        t["rows"] for t in result["tables"] if t["table"] != "mails"
+    )
     assert verify_manifest(back) == [] and read_manifest(back)[0] == "archive"
     info = json.loads((back / "archive.json").read_text())
     assert info["before"] == "2025-01-01" and info["tables"][0]["from"].startswith("2024-01-01")
@@ -93,7 +97,8 @@ def test_archive_schema_and_indexes_are_kept(paths: DataPaths) -> None:
     archive(paths, BEFORE, now=NOW, config=CONFIG)
     schema = "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'mails' ORDER BY name"
     assert rows(paths.archive_root / "back1/data/mail.db", schema) == rows(
-        paths.data / "mail.db", schema)
+        paths.data / "mail.db", schema
+    )
 
 
 def test_one_space_only(paths: DataPaths) -> None:
@@ -103,8 +108,10 @@ def test_one_space_only(paths: DataPaths) -> None:
     assert {r[0] for r in rows(back / "data/mail.db", "SELECT space FROM mails")} == {"ws1"}
     assert {r[0] for r in rows(back / "data/phone.db", "SELECT space FROM calls")} == {1}
     assert not (back / "data" / "address.db").exists()
-    old_ws2 = rows(paths.data / "mail.db",
-                   "SELECT count(*) FROM mails WHERE space = 'ws2' AND received < '2025'")
+    old_ws2 = rows(
+        paths.data / "mail.db",
+        "SELECT count(*) FROM mails WHERE space = 'ws2' AND received < '2025'",
+    )
     assert old_ws2[0][0] > 0
     assert json.loads((back / "archive.json").read_text())["space"] == "ws1"
 
@@ -183,7 +190,8 @@ def test_failure_after_the_commit_is_completed_by_recovery(
     done = recover(paths)
     assert done is not None and done["action"] == "completed"
     assert rows(paths.data / "mail.db", "SELECT count(*) FROM mails WHERE received < '2025'") == [
-        (0,)]
+        (0,)
+    ]
     assert recover(paths) is None
 
 
@@ -206,8 +214,12 @@ def test_cutoff_is_local_midnight(tz: ZoneInfo) -> None:
 
 @pytest.mark.parametrize(
     ("args", "word"),
-    [({}, "required"), ({"before": "2025-13-01"}, "YYYY-MM-DD"), ({"x": 1}, "unknown"),
-     ({"before": "2025-01-01", "space": "mail"}, "ws1")],
+    [
+        ({}, "required"),
+        ({"before": "2025-13-01"}, "YYYY-MM-DD"),
+        ({"x": 1}, "unknown"),
+        ({"before": "2025-01-01", "space": "mail"}, "ws1"),
+    ],
 )
 def test_check_args_names_the_bad_argument(args: dict[str, object], word: str) -> None:
     """Bad or missing arguments are one clear error naming the argument."""
@@ -218,7 +230,13 @@ def test_check_args_names_the_bad_argument(args: dict[str, object], word: str) -
 @pytest.mark.asyncio
 async def test_job_runs_through_the_protocol(paths: DataPaths) -> None:
     """The job takes the archive tables from its context and reports rows and attachments."""
-    ctx = JobContext("archive", "archive", paths, {"before": "2025-01-01", "space": "ws2"},
-                     now=lambda: NOW, archive=CONFIG)
+    ctx = JobContext(
+        "archive",
+        "archive",
+        paths,
+        {"before": "2025-01-01", "space": "ws2"},
+        now=lambda: NOW,
+        archive=CONFIG,
+    )
     result = await JOB.run(ctx)
     assert result["id"] == 1 and result["space"] == "ws2" and result["attachments"] > 0

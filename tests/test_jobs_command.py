@@ -61,8 +61,15 @@ def context(
 @pytest.mark.asyncio
 async def test_success_sees_the_job_environment(tmp_path: Path) -> None:
     """A command sees watcher's, the context's and the job's variables, and its output returns."""
-    names = ["WATCHER_JOB_NAME", "WATCHER_JOB_TYPE", "WATCHER_DATA_DIR", "WATCHER_JOB_ARGS",
-             "FROM_CTX", "FROM_ARGS", "PATH"]
+    names = [
+        "WATCHER_JOB_NAME",
+        "WATCHER_JOB_TYPE",
+        "WATCHER_DATA_DIR",
+        "WATCHER_JOB_ARGS",
+        "FROM_CTX",
+        "FROM_ARGS",
+        "PATH",
+    ]
     script = f"import json, os; print(json.dumps({{k: os.environ.get(k) for k in {names!r}}}))"
     args = {"argv": [PY, "-c", script], "env": {"FROM_ARGS": "2"}, "timeout": "30s"}
     result = await JOB.run(context(tmp_path, args, env={"FROM_CTX": "1"}))
@@ -72,7 +79,9 @@ async def test_success_sees_the_job_environment(tmp_path: Path) -> None:
     assert seen["WATCHER_DATA_DIR"] == str(tmp_path)
     assert (seen["FROM_CTX"], seen["FROM_ARGS"], seen["PATH"]) == ("1", "2", os.environ["PATH"])
     assert json.loads(seen["WATCHER_JOB_ARGS"]) == {
-        "argv": args["argv"], "env": {"FROM_ARGS": "2"}, "timeout": 30.0,
+        "argv": args["argv"],
+        "env": {"FROM_ARGS": "2"},
+        "timeout": 30.0,
     }
 
 
@@ -115,8 +124,9 @@ async def test_cancelled_job_stops_the_command(tmp_path: Path) -> None:
     flag = threading.Event()
     flag.set()
     with pytest.raises(JobFailed) as info:
-        await JOB.run(context(tmp_path, {"argv": [PY, "-c", "import time; time.sleep(600)"]},
-                              cancelled=flag))
+        await JOB.run(
+            context(tmp_path, {"argv": [PY, "-c", "import time; time.sleep(600)"]}, cancelled=flag)
+        )
     assert info.value.reason == "cancelled"
 
 
@@ -154,6 +164,8 @@ def test_check_args_names_the_bad_argument(args: dict[str, object], word: str) -
 def test_check_args_normalises() -> None:
     """Durations become seconds, tuples lists, and missing options their defaults."""
     assert JOB.check_args({"argv": ("ls", "-l"), "timeout": "30m"}) == {
-        "argv": ["ls", "-l"], "timeout": 1800.0, "env": {},
+        "argv": ["ls", "-l"],
+        "timeout": 1800.0,
+        "env": {},
     }
     assert not JOB.maintenance_default and not JOB.retry_safe and JOB.path_args == ()

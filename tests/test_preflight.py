@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ import pytest
 import watcher.jobs.space
 from tests.conftest import Doc, Start, allowed_paths, cli, service_at, write_config
 from tests.test_disk_e2e import free_bytes, small_filesystem
-from watcher.config import Config
-from watcher.demo import create_demo
+from watcher.config import ArchiveTableConfig, Config
+from watcher.demo import MAIL_TABLES, create_demo
 from watcher.events.bus import EventBus
 from watcher.jobs.base import JobFailed
 from watcher.jobs.space import require_space, tree_size
@@ -34,6 +35,18 @@ OLD = 930_000_000  # 1999-06-21: older than the archive cut-off below
 BEFORE = "2026-01-01"
 # Levels sized for the small test filesystems, so the disk guard stays quiet throughout.
 SMALL_LEVELS = '[disk]\nwarn = "3MiB"\nmaintenance = "2MiB"\ncritical = "1MiB"\n'
+# The demo data dir's mail-shaped tables (rows dated 2024–2025), so an archive has rows to move.
+ARCHIVE_TABLES: dict[str, Any] = {
+    "immutable": False,  # scratch data: removable by the test's cleanup without chattr -i
+    "tables": [
+        {k: v for k, v in asdict(t).items() if v != getattr(ArchiveTableConfig, k, None)}
+        for t in MAIL_TABLES
+    ],
+}
+ARCHIVE_TOML = "[archive]\nimmutable = false\n" + "".join(
+    "[[archive.tables]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+    for table in ARCHIVE_TABLES["tables"]
+)
 
 
 def archive_needs(root: Path) -> int:
@@ -112,7 +125,10 @@ def test_refusal_on_a_real_small_filesystem(tmp_path: Path) -> None:
 
 def small_config(data_dir: Path) -> Config:
     return build_config(
-        {"disk": {"warn": "3MiB", "maintenance": "2MiB", "critical": "1MiB"}},
+        {
+            "disk": {"warn": "3MiB", "maintenance": "2MiB", "critical": "1MiB"},
+            "archive": ARCHIVE_TABLES,
+        },
         source=None,
         data_dir=data_dir,
     )
@@ -158,8 +174,14 @@ async def test_archive_job_refused_is_job_failed_with_the_numbers(
 
     def request(on_done: Callable[[JobOutcome], None]) -> JobRequest:
         # maintenance=False keeps the maint file out of mw/data, so the sum is exact
-        return JobRequest("archive", "archive", {"before": BEFORE}, maintenance=False,
-                          source="cli", on_done=on_done)
+        return JobRequest(
+            "archive",
+            "archive",
+            {"before": BEFORE},
+            maintenance=False,
+            source="cli",
+            on_done=on_done,
+        )
 
     with capture_events(bus) as events:
         outcome = await run_job(config, request, bus, controller)
@@ -174,7 +196,7 @@ async def test_archive_job_refused_is_job_failed_with_the_numbers(
     assert (outcome.status, outcome.reason) == ("failed", "insufficient_space")
     assert outcome.result["needed"] == needed
     assert (data_dir / "mw" / "data" / "old-export.csv").exists()
-    assert not (data_dir / "mw" / "back2").exists()
+    assert not list((data_dir / "mw").glob("back*"))
 
 
 @pytest.mark.asyncio
@@ -189,8 +211,14 @@ async def test_refused_archive_releases_its_maintenance_hold(
     controller.load()
 
     def request(on_done: Callable[[JobOutcome], None]) -> JobRequest:
-        return JobRequest("archive", "archive", {"before": BEFORE}, maintenance=True,
-                          source="trigger", on_done=on_done)
+        return JobRequest(
+            "archive",
+            "archive",
+            {"before": BEFORE},
+            maintenance=True,
+            source="trigger",
+            on_done=on_done,
+        )
 
     with capture_events(bus) as events:
         outcome = await run_job(config, request, bus, controller)
@@ -234,14 +262,15 @@ def test_triggered_archive_on_a_small_filesystem_is_refused_with_the_numbers(
     moved; with the space there, the same archive runs."""
     root, start = on_small_fs
     big = old_file(root / "mw" / "data" / "old-export.csv", 6 * MiB)
-    config = write_config(tmp_path / "watcher.toml", SMALL_LEVELS)
+    config = write_config(tmp_path / "watcher.toml", SMALL_LEVELS + ARCHIVE_TOML)
     svc = start(config)
     needed = archive_needs(root)
     assert needed > free_bytes(root)
 
     mark = svc.mark()
-    done = cli("trigger", "archive", "--arg", f"before={BEFORE}", "--wait",
-               data_dir=root, config=config)
+    done = cli(
+        "trigger", "archive", "--arg", f"before={BEFORE}", "--wait", data_dir=root, config=config
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     failed = svc.wait_for("job.failed", after=mark)
     assert failed["watcher"]["reason"] == "insufficient_space"
@@ -258,17 +287,21 @@ def test_triggered_archive_on_a_small_filesystem_is_refused_with_the_numbers(
     assert result["reason"] == "insufficient_space"
     assert result["result"]["needed"] == details["needed"]
     assert big.exists()
-    assert not (root / "mw" / "back2").exists()
+    assert not list((root / "mw").glob("back*"))
     assert not (root / "mw" / "data" / "maint").exists()
 
     os.truncate(big, 1 * MiB)  # now 2 × mw/data + the workspaces fits
     os.utime(big, (OLD, OLD))
     mark = svc.mark()
-    done = cli("trigger", "archive", "--arg", f"before={BEFORE}", "--wait",
-               data_dir=root, config=config)
+    done = cli(
+        "trigger", "archive", "--arg", f"before={BEFORE}", "--wait", data_dir=root, config=config
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     svc.wait_for("job.finished", after=mark)
-    assert (root / "mw" / "back2" / "data" / "old-export.csv").exists()
+    archived = sorted(p.name for p in (root / "mw").glob("back*"))
+    assert archived == ["back1"]
+    assert (root / "mw" / "back1" / "data" / "mail.db").exists()
+    assert big.exists()  # a file no [[archive.tables]] names stays in live data
     assert svc.stop() == 0
 
 
@@ -283,8 +316,15 @@ def test_triggered_backup_to_a_small_filesystem_is_refused_with_the_numbers(
         config = write_config(tmp_path / "watcher.toml", allowed_paths(fs))
         svc = service(config)
         try:
-            done = cli("trigger", "backup", "--arg", f"dest={fs / 'backups'}", "--wait",
-                       data_dir=data_dir, config=config)
+            done = cli(
+                "trigger",
+                "backup",
+                "--arg",
+                f"dest={fs / 'backups'}",
+                "--wait",
+                data_dir=data_dir,
+                config=config,
+            )
             failed = svc.wait_for("job.failed")
             assert svc.stop() == 0
         finally:

@@ -149,22 +149,48 @@ def test_naive_datetimes_are_rejected() -> None:
     ("window", "tz", "day", "expected"),
     [
         (NIGHTLY, BERLIN, "2026-06-10", ("2026-06-10 00:00", "2026-06-10 01:00")),
-        (Window("x", hm("22:00"), hm("02:00")), BERLIN, "2026-06-10",
-         ("2026-06-10 20:00", "2026-06-11 00:00")),
+        (
+            Window("x", hm("22:00"), hm("02:00")),
+            BERLIN,
+            "2026-06-10",
+            ("2026-06-10 20:00", "2026-06-11 00:00"),
+        ),
         (WEEKDAY, BERLIN, "2026-06-13", None),
         (LATE_SAT, BERLIN, "2026-06-13", ("2026-06-13 21:00", "2026-06-13 23:00")),
         (LATE_SAT, BERLIN, "2026-06-14", None),
-        (Window("x", hm("02:00"), hm("04:00")), BERLIN, "2026-03-29",
-         ("2026-03-29 01:00", "2026-03-29 02:00")),
-        (Window("x", hm("02:00"), hm("02:30")), BERLIN, "2026-03-29",
-         ("2026-03-29 01:00", "2026-03-29 01:00")),
+        (
+            Window("x", hm("02:00"), hm("04:00")),
+            BERLIN,
+            "2026-03-29",
+            ("2026-03-29 01:00", "2026-03-29 02:00"),
+        ),
+        (
+            Window("x", hm("02:00"), hm("02:30")),
+            BERLIN,
+            "2026-03-29",
+            ("2026-03-29 01:00", "2026-03-29 01:00"),
+        ),
         (NIGHTLY, BERLIN, "2026-10-25", ("2026-10-25 00:00", "2026-10-25 02:00")),
         (NIGHTLY, LORD_HOWE, "2026-10-04", ("2026-10-03 15:30", "2026-10-03 16:00")),
-        (Window("x", hm("23:00"), hm("02:00")), NEW_YORK, "2026-10-31",
-         ("2026-11-01 03:00", "2026-11-01 07:00")),
+        (
+            Window("x", hm("23:00"), hm("02:00")),
+            NEW_YORK,
+            "2026-10-31",
+            ("2026-11-01 03:00", "2026-11-01 07:00"),
+        ),
     ],
-    ids=["plain", "across-midnight", "day-filtered", "sat-only", "starts-sunday",
-         "gap-start", "wholly-in-gap", "fall-back", "lord-howe-gap", "midnight-and-fall-back"],
+    ids=[
+        "plain",
+        "across-midnight",
+        "day-filtered",
+        "sat-only",
+        "starts-sunday",
+        "gap-start",
+        "wholly-in-gap",
+        "fall-back",
+        "lord-howe-gap",
+        "midnight-and-fall-back",
+    ],
 )
 def test_occurrence_on(
     window: Window, tz: ZoneInfo, day: str, expected: tuple[str, str] | None
@@ -188,13 +214,29 @@ def test_occurrence_on(
         (NIGHTLY, BERLIN, at(BERLIN, "2026-06-10 01:59"), None),
         (LATE_SAT, BERLIN, at(BERLIN, "2026-06-14 00:30"), "2026-06-13 21:00"),
         (LATE_SAT, BERLIN, at(BERLIN, "2026-06-15 00:30"), None),
-        (Window("x", hm("02:00"), hm("02:30")), BERLIN, at(BERLIN, "2026-10-25 02:10"),
-         "2026-10-25 00:00"),
-        (Window("x", hm("02:00"), hm("02:30")), BERLIN, at(BERLIN, "2026-10-25 02:10", fold=1),
-         None),
+        (
+            Window("x", hm("02:00"), hm("02:30")),
+            BERLIN,
+            at(BERLIN, "2026-10-25 02:10"),
+            "2026-10-25 00:00",
+        ),
+        (
+            Window("x", hm("02:00"), hm("02:30")),
+            BERLIN,
+            at(BERLIN, "2026-10-25 02:10", fold=1),
+            None,
+        ),
     ],
-    ids=["at-start", "inside", "at-end", "before", "after-midnight", "day-filtered",
-         "repeated-first-pass", "repeated-second-pass"],
+    ids=[
+        "at-start",
+        "inside",
+        "at-end",
+        "before",
+        "after-midnight",
+        "day-filtered",
+        "repeated-first-pass",
+        "repeated-second-pass",
+    ],
 )
 def test_current_occurrence(
     window: Window, tz: ZoneInfo, now: datetime, expected_start: str | None
@@ -244,18 +286,41 @@ def test_occurrence_key_is_stable() -> None:
     [
         (DailyJob("j", hm("03:30")), BERLIN, at(BERLIN, "2026-06-10 03:29"), "2026-06-10 01:30"),
         (DailyJob("j", hm("03:30")), BERLIN, at(BERLIN, "2026-06-10 03:30"), "2026-06-11 01:30"),
-        (DailyJob("j", hm("03:30"), WEEKDAYS_ONLY), BERLIN, at(BERLIN, "2026-06-12 04:00"),
-         "2026-06-15 01:30"),
+        (
+            DailyJob("j", hm("03:30"), WEEKDAYS_ONLY),
+            BERLIN,
+            at(BERLIN, "2026-06-12 04:00"),
+            "2026-06-15 01:30",
+        ),
         (DailyJob("j", hm("02:30")), BERLIN, at(BERLIN, "2026-03-28 12:00"), "2026-03-29 01:00"),
-        (DailyJob("j", hm("02:10")), LORD_HOWE, at(LORD_HOWE, "2026-10-03 12:00"),
-         "2026-10-03 15:30"),
-        (DailyJob("j", hm("01:30")), NEW_YORK, at(NEW_YORK, "2026-11-01 01:45"),
-         "2026-11-02 06:30"),
-        (DailyJob("j", hm("01:40")), LORD_HOWE, at(LORD_HOWE, "2026-04-05 01:35", fold=1),
-         "2026-04-05 15:10"),
+        (
+            DailyJob("j", hm("02:10")),
+            LORD_HOWE,
+            at(LORD_HOWE, "2026-10-03 12:00"),
+            "2026-10-03 15:30",
+        ),
+        (
+            DailyJob("j", hm("01:30")),
+            NEW_YORK,
+            at(NEW_YORK, "2026-11-01 01:45"),
+            "2026-11-02 06:30",
+        ),
+        (
+            DailyJob("j", hm("01:40")),
+            LORD_HOWE,
+            at(LORD_HOWE, "2026-04-05 01:35", fold=1),
+            "2026-04-05 15:10",
+        ),
     ],
-    ids=["later-today", "at-time", "friday-to-monday", "berlin-gap", "lord-howe-gap",
-         "new-york-repeated", "lord-howe-repeated"],
+    ids=[
+        "later-today",
+        "at-time",
+        "friday-to-monday",
+        "berlin-gap",
+        "lord-howe-gap",
+        "new-york-repeated",
+        "lord-howe-repeated",
+    ],
 )
 def test_next_job_time(job: DailyJob, tz: ZoneInfo, now: datetime, expected: str) -> None:
     """The next run is the first daily instant strictly after now; a repeated hour is not rerun."""
@@ -272,8 +337,14 @@ def test_next_job_time(job: DailyJob, tz: ZoneInfo, now: datetime, expected: str
         (LORD_HOWE, "2026-10-04", "02:20", "2026-10-03 15:30"),
         (LORD_HOWE, "2026-04-05", "01:40", "2026-04-04 14:40"),
     ],
-    ids=["berlin-skipped", "berlin-repeated", "ny-skipped", "ny-repeated", "lh-skipped",
-         "lh-repeated"],
+    ids=[
+        "berlin-skipped",
+        "berlin-repeated",
+        "ny-skipped",
+        "ny-repeated",
+        "lh-skipped",
+        "lh-repeated",
+    ],
 )
 def test_job_runs_once_on_dst_days(tz: ZoneInfo, day: str, wall: str, expected: str) -> None:
     """On a DST day a job at a skipped or repeated wall time runs exactly once."""
@@ -299,8 +370,18 @@ def test_job_runs_once_on_dst_days(tz: ZoneInfo, day: str, wall: str, expected: 
         (at(BERLIN, "2026-06-14 01:10"), None),
         (at(BERLIN, "2026-06-15 00:30"), None),
     ],
-    ids=["at-start", "inside", "at-end", "after-end", "before-start", "sat-start",
-         "after-midnight", "end-after-midnight", "after-that-end", "day-filtered"],
+    ids=[
+        "at-start",
+        "inside",
+        "at-end",
+        "after-end",
+        "before-start",
+        "sat-start",
+        "after-midnight",
+        "end-after-midnight",
+        "after-that-end",
+        "day-filtered",
+    ],
 )
 def test_blocking_window(t: datetime, expected: str | None) -> None:
     """A job is blocked from a window's start up to and including its end, even past midnight."""
@@ -340,7 +421,10 @@ def test_plan_normal_progression() -> None:
     """Ticking through a night yields notice, open, skipped job, close and a due job, once each."""
     jobs = [DailyJob("dbcheck", hm("03:00")), DailyJob("backup", hm("04:00"))]
     dues = step_through(
-        [NIGHTLY], jobs, at(BERLIN, "2026-06-10 00:00"), at(BERLIN, "2026-06-10 05:00"),
+        [NIGHTLY],
+        jobs,
+        at(BERLIN, "2026-06-10 00:00"),
+        at(BERLIN, "2026-06-10 05:00"),
         timedelta(seconds=50),
     )
     assert summary(dues) == [
@@ -357,8 +441,12 @@ def test_plan_normal_progression() -> None:
 def test_plan_clock_jumps_over_a_window_and_a_job() -> None:
     """After an hours-long jump, past window events are late and a past job is skipped as missed."""
     dues = plan(
-        [NIGHTLY], [DailyJob("dbcheck", hm("03:30"))], BERLIN, NOTICE,
-        at(BERLIN, "2026-06-10 00:00"), at(BERLIN, "2026-06-10 05:00"),
+        [NIGHTLY],
+        [DailyJob("dbcheck", hm("03:30"))],
+        BERLIN,
+        NOTICE,
+        at(BERLIN, "2026-06-10 00:00"),
+        at(BERLIN, "2026-06-10 05:00"),
     )
     assert summary(dues) == [
         ("window.upcoming", "nightly", "01:50", None),
@@ -385,8 +473,12 @@ def test_plan_clock_jumps_into_a_window() -> None:
 def test_plan_job_just_before_a_jumps_end_still_runs() -> None:
     """A job scheduled within max_late of now runs on time even though the clock jumped."""
     dues = plan(
-        [], [DailyJob("j", hm("04:59"))], BERLIN, NOTICE,
-        at(BERLIN, "2026-06-10 00:00"), at(BERLIN, "2026-06-10 05:00"),
+        [],
+        [DailyJob("j", hm("04:59"))],
+        BERLIN,
+        NOTICE,
+        at(BERLIN, "2026-06-10 00:00"),
+        at(BERLIN, "2026-06-10 05:00"),
     )
     assert [(u.kind, u.late) for u in dues] == [("job.due", False)]
 
@@ -394,8 +486,12 @@ def test_plan_job_just_before_a_jumps_end_still_runs() -> None:
 def test_plan_skips_a_blocked_job_as_window_even_when_late() -> None:
     """A job that a window would have blocked anyway is reported as skipped by that window."""
     dues = plan(
-        [NIGHTLY], [DailyJob("j", hm("02:30"))], BERLIN, NOTICE,
-        at(BERLIN, "2026-06-10 00:00"), at(BERLIN, "2026-06-10 05:00"),
+        [NIGHTLY],
+        [DailyJob("j", hm("02:30"))],
+        BERLIN,
+        NOTICE,
+        at(BERLIN, "2026-06-10 00:00"),
+        at(BERLIN, "2026-06-10 05:00"),
     )
     skipped = [u for u in dues if u.kind == "job.skipped"]
     assert [(u.reason, u.late) for u in skipped] == [("window", True)]
@@ -405,8 +501,12 @@ def test_plan_skips_a_blocked_job_as_window_even_when_late() -> None:
 def test_plan_clock_jumps_backward() -> None:
     """When the clock goes backward nothing is due, so nothing fires twice."""
     dues = plan(
-        [NIGHTLY], [DailyJob("j", hm("02:30"))], BERLIN, NOTICE,
-        at(BERLIN, "2026-06-10 05:00"), at(BERLIN, "2026-06-10 01:00"),
+        [NIGHTLY],
+        [DailyJob("j", hm("02:30"))],
+        BERLIN,
+        NOTICE,
+        at(BERLIN, "2026-06-10 05:00"),
+        at(BERLIN, "2026-06-10 01:00"),
     )
     assert dues == []
 
@@ -423,19 +523,33 @@ def test_plan_done_suppresses_refiring() -> None:
 def test_plan_missed_job_is_not_run_after_the_clock_returns() -> None:
     """A job marked missed by a forward jump does not run when the clock steps back over it."""
     job = [DailyJob("j", hm("03:30"))]
-    jumped = plan([], job, BERLIN, NOTICE, at(BERLIN, "2026-06-10 00:00"),
-                  at(BERLIN, "2026-06-10 05:00"))
+    jumped = plan(
+        [], job, BERLIN, NOTICE, at(BERLIN, "2026-06-10 00:00"), at(BERLIN, "2026-06-10 05:00")
+    )
     done = frozenset(u.key for u in jumped)
-    replay = plan([], job, BERLIN, NOTICE, at(BERLIN, "2026-06-10 03:00"),
-                  at(BERLIN, "2026-06-10 03:31"), done)
+    replay = plan(
+        [],
+        job,
+        BERLIN,
+        NOTICE,
+        at(BERLIN, "2026-06-10 03:00"),
+        at(BERLIN, "2026-06-10 03:31"),
+        done,
+    )
     assert summary(jumped) == [("job.skipped", "j", "03:30", "missed")] and replay == []
 
 
 def test_plan_back_to_back_windows_open_before_closing() -> None:
     """At a shared boundary the next window opens before the previous one closes (no lapse)."""
     second = Window("second", hm("03:00"), hm("04:00"))
-    dues = plan([NIGHTLY, second], [], BERLIN, NOTICE, at(BERLIN, "2026-06-10 02:59"),
-                at(BERLIN, "2026-06-10 03:00"))
+    dues = plan(
+        [NIGHTLY, second],
+        [],
+        BERLIN,
+        NOTICE,
+        at(BERLIN, "2026-06-10 02:59"),
+        at(BERLIN, "2026-06-10 03:00"),
+    )
     assert summary(dues) == [
         ("window.opened", "second", "03:00", None),
         ("window.closed", "nightly", "03:00", None),
@@ -445,8 +559,9 @@ def test_plan_back_to_back_windows_open_before_closing() -> None:
 def test_plan_window_wholly_in_dst_gap_opens_and_closes_at_transition() -> None:
     """A window whose wall times are all skipped opens, then closes, at the transition."""
     window = Window("gap", hm("02:00"), hm("02:30"))
-    dues = plan([window], [], BERLIN, NOTICE, at(BERLIN, "2026-03-29 01:55"),
-                at(BERLIN, "2026-03-29 03:00"))
+    dues = plan(
+        [window], [], BERLIN, NOTICE, at(BERLIN, "2026-03-29 01:55"), at(BERLIN, "2026-03-29 03:00")
+    )
     assert [(u.kind, u.at) for u in dues] == [
         ("window.opened", z("2026-03-29 01:00")),
         ("window.closed", z("2026-03-29 01:00")),
@@ -492,17 +607,23 @@ weekday_sets = st.frozensets(st.integers(0, 6), min_size=1)
 zones = st.sampled_from(ZONES)
 windows = st.builds(
     lambda start, length, days: Window("w", start, (start + length) % 1440, days=days),
-    minutes_of_day, st.integers(1, 143).map(lambda n: n * 10), weekday_sets,
+    minutes_of_day,
+    st.integers(1, 143).map(lambda n: n * 10),
+    weekday_sets,
 )
 jobs = st.builds(lambda minute, days: DailyJob("j", minute, days), minutes_of_day, weekday_sets)
 first_days = st.one_of(
-    st.builds(lambda day, shift: day + timedelta(days=shift),
-              st.sampled_from(TRANSITION_DAYS), st.integers(-3, 1)),
+    st.builds(
+        lambda day, shift: day + timedelta(days=shift),
+        st.sampled_from(TRANSITION_DAYS),
+        st.integers(-3, 1),
+    ),
     st.dates(date(2026, 1, 1), date(2026, 12, 31)),
 )
 instants = st.builds(
     lambda day, minutes: datetime.combine(day, time(), UTC) + timedelta(minutes=minutes),
-    first_days, st.integers(-24 * 60, 48 * 60),
+    first_days,
+    st.integers(-24 * 60, 48 * 60),
 )
 
 
@@ -573,7 +694,10 @@ def test_current_occurrence_agrees_with_occurrences(
     cuts=st.lists(st.integers(1, 3 * 24 * 60), min_size=1, max_size=8),
 )
 def test_plan_is_independent_of_how_time_is_sliced(
-    window_list: list[Window], job_list: list[DailyJob], tz: ZoneInfo, since: datetime,
+    window_list: list[Window],
+    job_list: list[DailyJob],
+    tz: ZoneInfo,
+    since: datetime,
     cuts: list[int],
 ) -> None:
     """Planning consecutive slices yields the same firings as planning the whole span at once."""
@@ -588,8 +712,12 @@ def test_plan_is_independent_of_how_time_is_sliced(
 
 
 @PROPERTY
-@given(window_list=st.lists(windows, max_size=2), job_list=st.lists(jobs, max_size=2),
-       tz=zones, now=instants)
+@given(
+    window_list=st.lists(windows, max_size=2),
+    job_list=st.lists(jobs, max_size=2),
+    tz=zones,
+    now=instants,
+)
 def test_next_wakeup_is_the_first_instant_with_something_due(
     window_list: list[Window], job_list: list[DailyJob], tz: ZoneInfo, now: datetime
 ) -> None:

@@ -54,8 +54,17 @@ def test_wanted_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [".dbcheck", ".backup.json", ".claimed", ".control", "dbcheck.tmp", "x.json.tmp",
-     "backup.part", "x.json.part", ".x.json.123.tmp"],
+    [
+        ".dbcheck",
+        ".backup.json",
+        ".claimed",
+        ".control",
+        "dbcheck.tmp",
+        "x.json.tmp",
+        "backup.part",
+        "x.json.part",
+        ".x.json.123.tmp",
+    ],
 )
 def test_ignored_names(name: str) -> None:
     """Dot-files and ``*.tmp``/``*.part`` (how writers stage a file) are never candidates."""
@@ -441,9 +450,7 @@ class Rig:
 @contextmanager
 def rig_at(data: Path, monkeypatch: pytest.MonkeyPatch, **trigger: Any) -> Iterator[Rig]:
     (data / "mw" / "data").mkdir(parents=True, exist_ok=True)
-    config: Config = build_config(
-        {"jobs": JOBS, "trigger": trigger}, source=None, data_dir=data
-    )
+    config: Config = build_config({"jobs": JOBS, "trigger": trigger}, source=None, data_dir=data)
     disk = Disk()
     monkeypatch.setattr("watcher.service.spool.write_atomic", disk.write_atomic)
     bus = EventBus()
@@ -599,8 +606,14 @@ def test_trigger_may_tune_a_configured_command(rig: Rig) -> None:
 
 @pytest.mark.parametrize(
     ("job", "kept"),
-    [("restore", True), ("archive", True), ("mover", True),
-     ("reindex", False), ("plugin", False), ("dbcheck", False)],
+    [
+        ("restore", True),
+        ("archive", True),
+        ("mover", True),
+        ("reindex", False),
+        ("plugin", False),
+        ("dbcheck", False),
+    ],
 )
 def test_interrupted_hold_stays_only_for_jobs_that_move_data(
     rig: Rig, job: str, kept: bool

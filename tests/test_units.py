@@ -185,8 +185,18 @@ def test_format_time_of_day_round_trips(minutes: int) -> None:
 
 @pytest.mark.parametrize(
     ("value", "index"),
-    [("mon", 0), ("tue", 1), ("wed", 2), ("thu", 3), ("fri", 4), ("sat", 5), ("sun", 6),
-     ("Sun", 6), ("MONDAY", 0), (" fri ", 4)],
+    [
+        ("mon", 0),
+        ("tue", 1),
+        ("wed", 2),
+        ("thu", 3),
+        ("fri", 4),
+        ("sat", 5),
+        ("sun", 6),
+        ("Sun", 6),
+        ("MONDAY", 0),
+        (" fri ", 4),
+    ],
 )
 def test_parse_weekday_accepts(value: str, index: int) -> None:
     """Weekday names (any case, abbreviated or not) map to 0 = Monday … 6 = Sunday."""

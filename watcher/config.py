@@ -500,9 +500,7 @@ def _trigger(raw: object, out: _Collector, base: Path) -> TriggerConfig:
         allowed_uids=section.get("allowed_uids", uids, ()),
         allowed_paths=section.get("allowed_paths", roots, ()),
         max_size=section.get("max_size", parse_bytes, TriggerConfig.max_size),
-        max_concurrent=section.get(
-            "max_concurrent", _positive_int, TriggerConfig().max_concurrent
-        ),
+        max_concurrent=section.get("max_concurrent", _positive_int, TriggerConfig().max_concurrent),
     )
     section.finish()
     return trigger

@@ -61,9 +61,7 @@ class GroupCommit(Generic[T, R]):
                     self._open = None  # closed: later items open the next batch
                     try:
                         if self._threaded:
-                            batch.result = await anyio.to_thread.run_sync(
-                                self._commit, batch.items
-                            )
+                            batch.result = await anyio.to_thread.run_sync(self._commit, batch.items)
                         else:
                             batch.result = self._commit(batch.items)
                     except OSError as exc:

@@ -84,7 +84,10 @@ class Service:
         self.controller.on_no_space.append(self._no_space)
         self.bus.on_no_space.append(self._no_space)
         self.requests = Requests(
-            lambda: self.config, self.controller, self.scheduler, self.runner,
+            lambda: self.config,
+            self.controller,
+            self.scheduler,
+            self.runner,
             self._deadline_changed_set,
         )
         self._stop = anyio.Event()
@@ -126,9 +129,7 @@ class Service:
             self.metrics,
             self.config.paths.state / "history.db",
         )
-        app = build_app(
-            view, self.broker, release=self._release if token else None, token=token
-        )
+        app = build_app(view, self.broker, release=self._release if token else None, token=token)
         self.http_port = await tg.start(serve_http, app, host.strip("[]"), int(port))
 
     async def _release(self) -> str:

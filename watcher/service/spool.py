@@ -115,9 +115,7 @@ class Spool:
         # Claims of this turn of the event loop, accepted together at its end (``_soon``).
         self._claims: list[tuple[str, str, JobConfig, Job, dict[str, Any]]] = []
         # Outcomes of ended jobs, filed in batches (``_file_finished``).
-        self._filing = GroupCommit[Outcome, dict[str, OSError]](
-            self._file_finished, threaded=True
-        )
+        self._filing = GroupCommit[Outcome, dict[str, OSError]](self._file_finished, threaded=True)
 
     def prepare(self) -> None:
         for directory in (self.dir, self.done, self.failed, self.claimed, self.progress_dir):

@@ -246,4 +246,3 @@ def _safely(handler: Handler, req: dict[str, Any], peer: Peer) -> Answer:
         return handler(req, peer)
     except Exception as exc:
         return {"ok": False, "message": f"request failed: {type(exc).__name__}: {exc}"}
-
