@@ -229,8 +229,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         text = format_report(report)
     _deliver(text, args.output)
     if not report["config_check"]["ok"]:
-        if args.output:  # the report is in a file: say on the terminal why the exit is 1
-            print(f"watcher: the configuration check failed (see {args.output})", file=sys.stderr)
+        if args.output or not args.json:  # --json on stdout stays clean for its reader
+            where = args.output or "the report"
+            print(f"watcher: the configuration check failed (see {where})", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 

@@ -17,6 +17,7 @@ of every archive job, so re-running the interrupted archive completes or undoes 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -313,6 +314,7 @@ def _roll_back(paths: DataPaths, journal: Mapping[str, Any]) -> None:
 
 def recover(paths: DataPaths, *, immutable: bool = False) -> dict[str, Any] | None:
     """Complete or undo an interrupted archive; what was done, or ``None`` if none was."""
+    _remove_journal_temps(paths.archive_root)
     try:
         journal = json.loads((paths.archive_root / JOURNAL).read_text())
     except FileNotFoundError:
@@ -325,6 +327,13 @@ def recover(paths: DataPaths, *, immutable: bool = False) -> dict[str, Any] | No
         return {"id": journal["id"], "action": "completed", "rows": done["rows"]}
     _roll_back(paths, journal)
     return {"id": journal["id"], "action": "rolled_back"}
+
+
+def _remove_journal_temps(archive_root: Path) -> None:
+    """A kill inside ``write_atomic`` of the journal leaves its temp file: never data, remove."""
+    for leftover in archive_root.glob(f".{JOURNAL}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
 
 
 def make_read_only(root: Path) -> None:
