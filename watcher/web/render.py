@@ -104,6 +104,9 @@ def disk_svg(status: dict[str, Any]) -> str:
     )
     points = " ".join(f"{_x(start, t):.1f},{_y(total, f):.1f}" for t, f in samples)
     path = f"<polyline class=free points='{points}'/>" if points else ""
+    if samples:  # the latest sample as a dot: visible even before there is a line
+        t, f = samples[-1]
+        path += f"<circle class=free cx='{_x(start, t):.1f}' cy='{_y(total, f):.1f}' r='4'/>"
     return (
         f"<svg id=disk viewBox='0 0 {WIDTH} {HEIGHT}' width='{WIDTH}' height='{HEIGHT}' role=img "
         "aria-label='free disk space over the last 24 hours'>"
