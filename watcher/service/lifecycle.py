@@ -252,7 +252,7 @@ class Service:
             "service.ready",
             "watcher ready",
             watching="poll" if self.watcher.polling else "inotify",
-            **({"http": self.http_address} if self.http_address else {}),
+            **_listening(self.http_address),
         )
         active = "in maintenance" if self.controller.active else "not in maintenance"
         self.notifier.notify("READY=1", f"STATUS=ready, {active}")
@@ -462,3 +462,8 @@ def inotify_limits() -> dict[str, int]:
 def _read_token(path: Path) -> str | None:
     """The release action's token (read once at start; an empty file turns the action off)."""
     return path.read_text().strip() or None
+
+
+def _listening(address: str | None) -> dict[str, Any]:
+    """``service.ready``'s ``http`` field (the bound HOST:PORT), only when listening."""
+    return {"http": address} if address else {}

@@ -74,8 +74,8 @@ def timeline_svg(status: dict[str, Any], tz: ZoneInfo) -> str:
     now = status["now"]
     start = now - DAY
     bars = "".join(
-        f"<rect class=maint x='{_x(start, a):.1f}' y='10' "
-        f"width='{max(_x(start, b) - _x(start, a), 1.5):.1f}' height='30'/>"
+        f"<rect class=maint x='{min(_x(start, a), WIDTH - 3):.1f}' y='10' "
+        f"width='{max(_x(start, b) - _x(start, a), 3):.1f}' height='30'/>"  # ≥ 3 px: visible
         for a, b in status["timeline"]
     )
     ticks = "".join(
