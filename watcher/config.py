@@ -757,8 +757,8 @@ def _history(raw: object, out: _Collector) -> HistoryConfig:
 
 def _listen(value: Any) -> str:
     host, sep, port = _string(value).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (port 0: any free port), got {value!r}")
     return str(value)
 
 

@@ -112,6 +112,7 @@ class Service:
         self.broker = Broker()
         self.bus.taps.append(self.broker)
         self.http_port: int | None = None
+        self.http_address: str | None = None  # "HOST:PORT" bound (reported in service.ready)
 
     async def _listen(self, tg: anyio.abc.TaskGroup) -> None:
         """The HTTP listener (``[http] listen``): metrics, status page, SSE."""
@@ -131,6 +132,7 @@ class Service:
         )
         app = build_app(view, self.broker, release=self._release if token else None, token=token)
         self.http_port = await tg.start(serve_http, app, host.strip("[]"), int(port))
+        self.http_address = f"{host}:{self.http_port}"
 
     async def _release(self) -> str:
         """The status page's "release manual maintenance" action (authenticated there)."""
@@ -250,6 +252,7 @@ class Service:
             "service.ready",
             "watcher ready",
             watching="poll" if self.watcher.polling else "inotify",
+            **_listening(self.http_address),
         )
         active = "in maintenance" if self.controller.active else "not in maintenance"
         self.notifier.notify("READY=1", f"STATUS=ready, {active}")
@@ -459,3 +462,8 @@ def inotify_limits() -> dict[str, int]:
 def _read_token(path: Path) -> str | None:
     """The release action's token (read once at start; an empty file turns the action off)."""
     return path.read_text().strip() or None
+
+
+def _listening(address: str | None) -> dict[str, Any]:
+    """``service.ready``'s ``http`` field (the bound HOST:PORT), only when listening."""
+    return {"http": address} if address else {}

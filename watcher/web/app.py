@@ -119,8 +119,8 @@ def build_app(
         )
         await response.prepare(request)
         stream: asyncio.Queue[bytes] = asyncio.Queue(SSE_QUEUE)
+        broker._opened(stream)  # before the first byte: a reader that saw it misses nothing
         await response.write(b": watcher\n\n")
-        broker._opened(stream)
         try:
             while True:
                 try:

@@ -74,8 +74,8 @@ def timeline_svg(status: dict[str, Any], tz: ZoneInfo) -> str:
     now = status["now"]
     start = now - DAY
     bars = "".join(
-        f"<rect class=maint x='{_x(start, a):.1f}' y='10' "
-        f"width='{max(_x(start, b) - _x(start, a), 1.5):.1f}' height='30'/>"
+        f"<rect class=maint x='{min(_x(start, a), WIDTH - 3):.1f}' y='10' "
+        f"width='{max(_x(start, b) - _x(start, a), 3):.1f}' height='30'/>"  # ≥ 3 px: visible
         for a, b in status["timeline"]
     )
     ticks = "".join(
@@ -104,6 +104,9 @@ def disk_svg(status: dict[str, Any]) -> str:
     )
     points = " ".join(f"{_x(start, t):.1f},{_y(total, f):.1f}" for t, f in samples)
     path = f"<polyline class=free points='{points}'/>" if points else ""
+    if samples:  # the latest sample as a dot: visible even before there is a line
+        t, f = samples[-1]
+        path += f"<circle class=free cx='{_x(start, t):.1f}' cy='{_y(total, f):.1f}' r='4'/>"
     return (
         f"<svg id=disk viewBox='0 0 {WIDTH} {HEIGHT}' width='{WIDTH}' height='{HEIGHT}' role=img "
         "aria-label='free disk space over the last 24 hours'>"
