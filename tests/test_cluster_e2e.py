@@ -109,6 +109,8 @@ def test_enter_reaches_all_hosts_and_survives_a_redis_kill(
         assert event["watcher"]["caught_up"] == 0
         assert fleet.holds(host) == [("cluster", "cli")]
         assert not _left_since(fleet.procs[host], marks[host])
+        said = [a for a in fleet.procs[host].actions()[marks[host] :] if a == "cluster.unreachable"]
+        assert len(said) == 1, f"{host}: cluster.unreachable said {len(said)} times in one outage"
 
     code, out, err = fleet.cli("leave", "--cluster", host="h3")
     assert code == 0, err
