@@ -13,7 +13,8 @@ READY = "ready to accept connections"
 class RedisServer:
     """``redis-server`` on ``<dir>/redis.sock`` with ``appendonly yes`` (state survives a kill)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.extra = extra  # more redis-server options, e.g. "--requirepass", "s3cret"
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = directory / "redis.sock"
@@ -44,6 +45,7 @@ class RedisServer:
                 "always",
                 "--save",
                 "",
+                *self.extra,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

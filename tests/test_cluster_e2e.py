@@ -179,3 +179,27 @@ def test_cluster_flags_need_a_cluster_config(tmp_path: Path) -> None:
         result = cli(*args, data_dir=data)
         assert result.returncode == 2
         assert "[cluster]" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_password_is_used_and_never_printed(tmp_path: Path) -> None:
+    """With ``requirepass``, the right ``password_file`` works; a wrong ``password_env`` is
+    refused in one line that never shows either password."""
+    server = RedisServer(tmp_path / "redis", "--requirepass", "right-secret").start()
+    try:
+        data = tmp_path / "d"
+        create_demo(data)
+        secret = write_config(tmp_path / "pw", "right-secret\n")
+        base = f'data_dir = "{data}"\n[cluster]\nurl = "{server.url}"\nhost_id = "h"\n'
+        good = write_config(tmp_path / "good.toml", base + f'password_file = "{secret}"\n')
+        bad = write_config(tmp_path / "bad.toml", base + 'password_env = "WATCHER_TEST_PW"\n')
+        result = cli("enter", "--cluster", config=good)
+        assert result.returncode == 0, result.stderr
+        result = cli("leave", "--cluster", config=bad, env={"WATCHER_TEST_PW": "wrong-secret"})
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "nothing changed" in result.stderr
+        assert "secret" not in result.stderr + result.stdout
+        result = cli("status", "--cluster", "--json", config=good)
+        assert result.returncode == 0 and "secret" not in result.stdout
+        assert [h["name"] for h in json.loads(result.stdout)["holds"]] == ["cli"]
+    finally:
+        server.kill()
