@@ -24,7 +24,18 @@ from bench.report import LEGEND, Row, markdown_table, note_row
 from bench.standalone import DEFAULT_WORKDIR
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("bus", "maint", "process", "trigger", "incron", "disk", "dbcheck", "backup", "http")
+ORDER = (
+    "bus",
+    "maint",
+    "process",
+    "trigger",
+    "incron",
+    "disk",
+    "dbcheck",
+    "backup",
+    "http",
+    "cluster",
+)
 DEFAULT_OUT = HERE / "results" / "latest.md"
 
 RunFn = Callable[[Path, bool], list[Row]]

@@ -17,9 +17,10 @@ import grp
 import itertools
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -209,6 +210,28 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """``[cluster]``: one maintenance decision across hosts, on Redis (off while ``url`` is "").
+
+    The password is never held here: ``password_file`` / ``password_env`` say where to read it
+    when connecting, so no repr, report or event can print it.
+    """
+
+    url: str = ""  # redis://host:port/db, rediss://…, unix:///path/redis.sock
+    name: str = "default"  # the fleet: its keys are watcher:<name>:*
+    host_id: str = field(default_factory=lambda: socket.gethostname())
+    password_file: str = ""
+    password_env: str = ""
+    heartbeat: float = 5.0  # seconds between heartbeats; the key lives 3× as long
+    backoff_max: float = 5.0  # the longest wait between reconnection attempts
+    windows: tuple[WindowConfig, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     paths: PathsConfig
@@ -225,6 +248,7 @@ class Config:
     history: HistoryConfig = HistoryConfig()
     http: HttpConfig = HttpConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -721,6 +745,7 @@ def build_config(
     history = _history(top.raw("history") or {}, out)
     http = _http(top.raw("http") or {}, out, base)
     archive = _archive(top.raw("archive") or {}, out)
+    cluster = _cluster(top.raw("cluster") or {}, out, base, maintenance.granularity)
     top.finish()
     if out.problems:
         raise ConfigError(out.problems)
@@ -740,7 +765,65 @@ def build_config(
         history=history,
         http=http,
         archive=archive,
+        cluster=cluster,
     )
+
+
+_CLUSTER_NAME = r"[A-Za-z0-9_.-]+"
+
+
+def _cluster_url(value: Any) -> str:
+    url = _string(value)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{redact_url(url)!r}: use redis://, rediss:// or unix://")
+    return url
+
+
+def _cluster_name(value: Any) -> str:
+    name = _string(value)
+    if not re.fullmatch(_CLUSTER_NAME, name):
+        raise ValueError(f"{name!r}: use letters, digits, '.', '_' or '-'")
+    return name
+
+
+def _cluster(raw: object, out: _Collector, base: Path, granularity: int) -> ClusterConfig:
+    section = _Section(raw, "cluster", out)
+    d = ClusterConfig(host_id="")
+
+    def path(value: Any) -> str:
+        return str(base / _string(value))
+
+    url = section.get("url", _cluster_url, "")
+    cluster = ClusterConfig(
+        url=url,
+        name=section.get("name", _cluster_name, d.name),
+        host_id=section.get("host_id", _cluster_name, "") or socket.gethostname(),
+        password_file=section.get("password_file", path, ""),
+        password_env=section.get("password_env", _string, ""),
+        heartbeat=section.get("heartbeat", _positive_duration, d.heartbeat),
+        backoff_max=section.get("backoff_max", _positive_duration, d.backoff_max),
+    )
+    windows: list[WindowConfig] = []
+    for i, item in enumerate(_array(section, "windows")):
+        window = _window(item, f"cluster.windows[{i}]", granularity, out)
+        if window is not None:
+            if any(w.name == window.name for w in windows):
+                out.add(f"cluster.windows[{i}].name", f"duplicate window name {window.name!r}")
+            windows.append(window)
+    section.finish()
+    if section.data and not url:
+        out.add("cluster.url", "required when [cluster] is given (redis://, rediss://, unix://)")
+    if cluster.password_file and cluster.password_env:
+        out.add("cluster.password_env", "give password_file or password_env, not both")
+    if cluster.password_file and not Path(cluster.password_file).is_file():
+        out.add("cluster.password_file", f"file {cluster.password_file} does not exist")
+    return replace(cluster, windows=tuple(windows))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password in it replaced by ``***`` (for messages and reports)."""
+    url = re.sub(r"^([a-z]+://)([^/@]*:)?[^/@]*@", lambda m: f"{m[1]}{m[2] or ''}***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def _history(raw: object, out: _Collector) -> HistoryConfig:

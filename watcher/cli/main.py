@@ -141,14 +141,55 @@ def cmd_enter(args: argparse.Namespace) -> int:
         "for": args.duration,
         "until": args.until,
     }
+    if args.cluster:
+        return _cluster_change(args, request)
     return _change(args, request)
 
 
 def cmd_leave(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return _cluster_change(args, {"op": "leave"})
     return _change(args, {"op": "leave"})
 
 
+def _cluster_config(args: argparse.Namespace) -> Config:
+    config = _config(args)
+    if not config.cluster.enabled:
+        where = config.source or "(no config file)"
+        raise CommandError(f"--cluster: {where} has no [cluster] url", EXIT_USAGE)
+    return config
+
+
+def _cluster_change(args: argparse.Namespace, request: dict[str, Any]) -> int:
+    """A fleet-wide change, written to the cluster's Redis (never through the local service)."""
+    from watcher.cli import cluster
+    from watcher.sources.cluster import ClusterUnreachable
+
+    config = _cluster_config(args)
+    try:
+        if request["op"] == "enter":
+            message = cluster.enter(config, request)
+        else:
+            message = cluster.leave(config)
+    except RequestError as exc:
+        raise CommandError(str(exc)) from None
+    except ClusterUnreachable as exc:
+        raise CommandError(f"{exc}; nothing changed") from None
+    print(message)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.cluster:
+        from watcher.cli.cluster import fleet, format_fleet
+        from watcher.sources.cluster import ClusterUnreachable
+
+        try:
+            report = fleet(_cluster_config(args))
+        except ClusterUnreachable as exc:
+            raise CommandError(str(exc)) from None
+        _show(report, args.json, format_fleet)
+        return EXIT_OK
     from watcher.cli.status import collect, format_status
 
     _show(collect(_config(args)), args.json, format_status)
@@ -304,13 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", cmd_run, "run the service in the foreground")
     status = command("status", cmd_status, "maintenance, holds, windows, service up?")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--cluster", action="store_true", help="every host of the [cluster]")
     p = command("enter", cmd_enter, "enter manual maintenance")
+    p.add_argument("--cluster", action="store_true", help="on every host of the [cluster]")
     p.add_argument("--message", "-m", help="message shown to users")
     p.add_argument("--window", metavar="HH:MM-HH:MM", help="a daily window, until `leave`")
     until = p.add_mutually_exclusive_group()
     until.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 2h, 30m")
     until.add_argument("--until", metavar="TIME", help="HH:MM or an ISO-8601 date-time")
-    command("leave", cmd_leave, "release manual maintenance")
+    p = command("leave", cmd_leave, "release manual maintenance")
+    p.add_argument("--cluster", action="store_true", help="release the [cluster]'s, everywhere")
     p = command("trigger", cmd_trigger, "drop a trigger file to start a job")
     p.add_argument("job", metavar="JOB")
     p.add_argument("--arg", action="append", metavar="K=V", help="a job argument (repeatable)")

@@ -28,6 +28,7 @@ from watcher.events.bus import EventBus, Subscription
 from watcher.events.record import Origin
 from watcher.handlers import build_handler
 from watcher.registry import load_config
+from watcher.service.cluster import ClusterMirror
 from watcher.service.controller import Clock, Controller, utc_now
 from watcher.service.diskguard import DiskGuard
 from watcher.service.history import HistoryWriter
@@ -90,6 +91,16 @@ class Service:
             self.runner,
             self._deadline_changed_set,
         )
+        self.cluster: ClusterMirror | None = None
+        if config.cluster.enabled:
+            self.cluster = ClusterMirror(
+                lambda: self.config,
+                self.bus,
+                self.controller,
+                clock=clock,
+                disk_level=lambda: str(self.disk.state.level),
+                running=lambda: self.runner.running_names,
+            )
         self._stop = anyio.Event()
         self._deadline_changed = anyio.Event()
         self._stopping = False
@@ -239,6 +250,8 @@ class Service:
         await self._serve_control(tg)
         await tg.start(self.runner.run)
         await tg.start(self.scheduler.run)
+        if self.cluster is not None:
+            await tg.start(self.cluster.run)  # from the cache; Redis may come later
         tg.start_soon(self._signals, name="signals")
         tg.start_soon(self._deadlines, name="deadlines")
         tg.start_soon(self._ticker, name="ticker")
