@@ -232,3 +232,29 @@ def test_other_uid_is_refused_unless_allowed(
         assert f"uid {NOBODY}" in event["message"]
         assert event["watcher"]["uid"] == NOBODY
         assert not maint(data_dir).exists()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"for": 3600},
+        {"for": 0},
+        {"for": False},
+        {"for": ""},
+        {"until": 1234},
+        {"until": ["12:00"]},
+        {"window": 5},
+        {"window": {"start": "01:00"}},
+        {"message": {"text": "x"}},
+        {"message": 7},
+    ],
+)
+def test_enter_refuses_fields_that_are_not_strings(
+    data_dir: Path, service: Start, fields: dict[str, Any]
+) -> None:
+    """A socket ``enter`` whose for/until/window/message is not a string is refused, not read loosely."""
+    service()
+    answer = request(socket_path(data_dir / "mw" / "watcher"), {"op": "enter", **fields})
+    assert answer["ok"] is False, answer
+    assert "--" in answer["message"], answer
+    assert not maint(data_dir).exists()

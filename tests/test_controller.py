@@ -103,7 +103,11 @@ def test_add_hold_writes_the_design_json(ctl: Controller, paths: PathsConfig) ->
     """Adding a hold writes the maint file with the DESIGN §3 JSON of that hold."""
     ctl.add_hold(manual(T0, until=T0 + timedelta(hours=1), message="Upgrade"))
     doc = read_maint(paths)
-    assert set(doc) == {"message", "start", "end", "holds", "set_by"}
+    assert set(doc) == {"message", "start", "end", "holds", "set_by"} | {
+        "start_local",
+        "end_local",
+        "timezone",
+    }
     assert doc["message"] == "Upgrade"
     assert datetime.fromisoformat(doc["start"]) == T0
     assert datetime.fromisoformat(doc["end"]) == T0 + timedelta(hours=1)

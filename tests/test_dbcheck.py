@@ -135,7 +135,7 @@ def test_logs_after_two_runs(data: Path, tmp_path: Path) -> None:
     assert "03:3" not in latest and "03:3" not in optimize_latest
     assert "optimise.db path=app.db optimised=yes vacuumed=yes" in optimize_latest
     assert "optimise.end optimised=1 vacuumed=1 skipped=0 cancelled=no" in optimize_latest
-    assert latest.count("\n") == 3 and maintenance.count("\n") == 6
+    assert latest.count("\n") == 4 and maintenance.count("\n") == 8  # check.disk each run
     assert sorted(p.name for p in logs.iterdir()) == [
         "Maintenance.log",
         "Maintenance_result.log",
@@ -173,7 +173,7 @@ def test_vacuum_skipped_when_space_is_short(data: Path) -> None:
     (db,) = check_databases(data, optimise=True, free_space=free_space).databases
     assert db.ok and db.optimised and not db.vacuumed
     assert db.vacuum_skipped == f"insufficient_space: needs {2 * size} bytes, {2 * size - 1} free"
-    assert seen == [data]
+    assert seen == [data, data]  # the VACUUM decision, then the disk-capacity step
 
 
 def test_vacuum_runs_when_space_allows(data: Path) -> None:
@@ -438,3 +438,45 @@ def test_cli_agrees_on_healthy_database(data: Path) -> None:
     )
     assert cli.stdout.strip() == "ok"
     assert check_databases(data, optimise=False).databases[0].ok
+
+
+DISK_TABLE = [
+    # free bytes, expected result (the database is about 64 KiB: VACUUM needs 2 × that)
+    (PLENTY, "ok"),
+    (11 * 1024 * 1024, "ok"),
+    (10 * 1024 * 1024 - 1, "below_floor"),
+    (0, "below_floor"),
+]
+
+
+@pytest.mark.parametrize(("free", "expected"), DISK_TABLE)
+def test_disk_step_is_logged_with_its_figures(
+    data: Path, tmp_path: Path, free: int, expected: str
+) -> None:
+    """The disk-capacity check is its own step with its figures in the log, ok or not."""
+    size = make_db(data / "app.db", rows=500).stat().st_size
+    report = check_databases(data, optimise=True, free_space=lambda _p: free)
+    assert report.disk is not None and report.disk.result == expected
+    assert (report.disk.free, report.disk.floor) == (free, 10 * 1024 * 1024)
+    assert report.disk.vacuum_needs == 2 * size and report.disk.total > 0
+    logs = tmp_path / "logs"
+    write_logs(logs, report)
+    line = next(
+        x for x in (logs / "Maintenance_result.log").read_text().splitlines() if " check.disk " in x
+    )
+    assert f"result={expected} free={free} total=" in line
+    assert f"floor={10 * 1024 * 1024} vacuum_needs={2 * size}" in line
+    assert report.to_dict()["disk"]["result"] == expected
+    assert "DISK     " + expected in format_report(report)
+
+
+def test_disk_step_low_when_vacuum_would_not_fit(data: Path) -> None:
+    """Above the floor but under 2 × the largest database, the disk step says ``low``."""
+    size = make_db(data / "app.db", rows=500).stat().st_size
+    free = 10 * 1024 * 1024 + 1
+    big = data / "big.db"
+    make_db(big, rows=10)
+    with big.open("ab") as f:  # a database larger than half the free space (header intact)
+        f.truncate(free // 2 + size)
+    report = check_databases(data, optimise=False, free_space=lambda _p: free)
+    assert report.disk is not None and report.disk.result == "low"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -184,7 +185,7 @@ def test_decide_orders_holds_by_priority_then_since() -> None:
 
 
 def test_render_is_the_design_json() -> None:
-    """The rendered content is one JSON object with exactly the keys of DESIGN §3."""
+    """The rendered content is one JSON object: DESIGN §3's keys plus the local-time pair."""
     holds = [
         hold("window", "nightly", since=-20, until=60, message="Nightly"),
         hold("manual", "cli", since=-5, until=30),
@@ -192,7 +193,11 @@ def test_render_is_the_design_json() -> None:
     content = decide(holds, NOW, DEFAULT)
     assert content is not None
     doc = orjson.loads(content.render())
-    assert set(doc) == {"message", "start", "end", "holds", "set_by"}
+    assert set(doc) == {"message", "start", "end", "holds", "set_by"} | {
+        "start_local",
+        "end_local",
+        "timezone",
+    }
     assert doc["message"] == "Nightly"
     assert datetime.fromisoformat(doc["start"]) == at(-20)
     assert datetime.fromisoformat(doc["end"]) == at(60)
@@ -212,6 +217,32 @@ def test_render_open_end_is_null() -> None:
     content = decide([hold()], NOW, DEFAULT)
     assert content is not None
     assert orjson.loads(content.render())["end"] is None
+
+
+LOCAL_TABLE = [
+    # zone, start (UTC), end (UTC), expected start_local, expected end_local
+    ("Asia/Tokyo", NOW, at(60), "2026-11-26T13:50:00+09:00", "2026-11-26T14:50:00+09:00"),
+    ("UTC", NOW, None, "2026-11-26T04:50:00+00:00", None),
+    (
+        "America/New_York",  # the window spans the end of DST: the offset changes inside it
+        datetime(2026, 11, 1, 5, 30, tzinfo=UTC),
+        datetime(2026, 11, 1, 6, 30, tzinfo=UTC),
+        "2026-11-01T01:30:00-04:00",
+        "2026-11-01T01:30:00-05:00",
+    ),
+]
+
+
+@pytest.mark.parametrize(("zone", "start", "end", "start_local", "end_local"), LOCAL_TABLE)
+def test_render_local_times(
+    zone: str, start: datetime, end: datetime | None, start_local: str, end_local: str | None
+) -> None:
+    """``start_local``/``end_local`` are the same instants in the configured zone."""
+    content = MaintContent("m", start, end, (hold(),), "watcher")
+    doc = orjson.loads(content.render(ZoneInfo(zone)))
+    assert (doc["start_local"], doc["end_local"], doc["timezone"]) == (start_local, end_local, zone)
+    assert doc["start"] == start.isoformat()  # old readers: UTC as before
+    assert datetime.fromisoformat(doc["start_local"]) == start
 
 
 def test_rendered_file_gives_its_message_back() -> None:

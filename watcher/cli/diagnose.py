@@ -3,6 +3,8 @@
 Collected without the service: OS and kernel, Python and package versions, the absolute
 paths involved, the data dir's filesystem (type, size, free space and inodes, and whether
 watching will poll), inotify limits, the time zone, and the result of ``config check``.
+Free space under the model product's 10 MB floor is flagged (``filesystem.below_floor`` and
+a line in ``warnings``), and ``diagnose`` then exits 1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.config import Config, ConfigError, find_config
+from watcher.jobs.dbcheck import FLOOR
 from watcher.registry import default_config, load_config
 from watcher.service.lifecycle import inotify_limits
 from watcher.sources.disksample import filesystem_type, is_network_fs, sample
@@ -69,6 +72,7 @@ def collect(config_path: Path | None, data_dir: Path | None) -> dict[str, Any]:
     report["timezone"] = config.timezone
     report["paths"] |= _paths(config)
     report["filesystem"] = _filesystem(config)
+    report["warnings"] = _warnings(report["filesystem"])
     pid = running_pid(config.paths.state / "lock")
     report["service"] = {"running": pid is not None, "pid": pid if pid and pid > 0 else None}
     return report
@@ -105,9 +109,21 @@ def _filesystem(config: Config) -> dict[str, Any]:
         "watching": "poll" if polls else "inotify",
         "total": reading.total,
         "free": reading.free,
+        "floor": FLOOR,
+        "below_floor": reading.free < FLOOR,
         "inodes_total": reading.inodes_total,
         "inodes_free": reading.inodes_free,
     }
+
+
+def _warnings(fs: dict[str, Any]) -> list[str]:
+    """What support should see first: free space under the model product's 10 MB floor."""
+    if fs["free"] < FLOOR:
+        return [
+            f"free space {fs['free']} bytes is under the 10 MB floor ({FLOOR} bytes):"
+            " the application stops working below it"
+        ]
+    return []
 
 
 def _executable_dir() -> Path:

@@ -82,7 +82,9 @@ def _change(args: argparse.Namespace, request: dict[str, Any]) -> int:
     except OSError as exc:
         raise CommandError(_os_message("cannot take the instance lock", exc)) from None
     try:
-        ctl = Controller(config.paths, EventBus(), default_message=config.maintenance.message)
+        ctl = Controller(
+            config.paths, EventBus(), default_message=config.maintenance.message, tz=config.tz
+        )
         ctl.load()
         if request["op"] == "enter":
             message = enter(ctl, request, config.tz, config.maintenance.granularity)
@@ -250,11 +252,24 @@ def cmd_check_db(args: argparse.Namespace) -> int:
         raise CommandError(f"no database directory {config.paths.data}")
     report = check_databases(config.paths.data, optimise=False, maint_file=config.paths.maint_file)
     text = format_report(report)
+    if args.output:  # the manual saves the check and the environment report in one file
+        text += "\n" + _environment(args)
     _deliver(text, args.output)
     if report.corrupt:
         print(f"CORRUPT: {', '.join(report.corrupt)}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _environment(args: argparse.Namespace) -> str:
+    """The ``diagnose`` report as text, headed, for appending to a saved check."""
+    from watcher.cli.diagnose import collect, format_report
+
+    report = collect(
+        Path(args.config) if args.config else None,
+        Path(args.data_dir) if args.data_dir else None,
+    )
+    return "Environment (watcher diagnose)\n" + format_report(report)
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -273,6 +288,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         if args.output or not args.json:  # --json on stdout stays clean for its reader
             where = args.output or "the report"
             print(f"watcher: the configuration check failed (see {where})", file=sys.stderr)
+        return EXIT_FAILURE
+    if report.get("warnings"):
+        print(f"watcher: {report['warnings'][0]}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -362,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("jobs", cmd_jobs, "jobs, schedules, last results")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = command("check-db", cmd_check_db, "check the databases now (no maintenance, no optimising)")
-    p.add_argument("--output", metavar="F", help="write the report to F")
+    p.add_argument("--output", metavar="F", help="write the report and the environment to F")
     p = command("diagnose", cmd_diagnose, "environment report for support")
     p.add_argument("--output", metavar="F", help="write the report to F")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 import orjson
@@ -78,13 +78,21 @@ class MaintContent:
     holds: tuple[Hold, ...]
     set_by: Literal["watcher", "operator"]
 
-    def render(self) -> bytes:
+    def render(self, tz: tzinfo | None = None) -> bytes:
+        """The file's bytes; ``start_local``/``end_local`` in ``tz`` (system zone if ``None``).
+
+        ``start``/``end`` stay as they always were (UTC); the local pair is added beside them
+        so an application's maintenance screen shows them without converting.
+        """
         return (
             orjson.dumps(
                 {
                     "message": self.message,
                     "start": self.start.isoformat(),
                     "end": self.end.isoformat() if self.end else None,
+                    "start_local": self.start.astimezone(tz).isoformat(),
+                    "end_local": self.end.astimezone(tz).isoformat() if self.end else None,
+                    "timezone": _zone_name(tz),
                     "holds": [
                         {"reason": h.reason, "name": h.name, "since": h.since.isoformat()}
                         | ({"until": h.until.isoformat()} if h.until else {})
@@ -96,6 +104,12 @@ class MaintContent:
             )
             + b"\n"
         )
+
+
+def _zone_name(tz: tzinfo | None) -> str | None:
+    """The IANA name of ``tz`` when it has one (``None`` for the system zone)."""
+    key = getattr(tz, "key", None)
+    return key if isinstance(key, str) else None
 
 
 def aware(text: str) -> datetime:

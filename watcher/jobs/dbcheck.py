@@ -25,13 +25,19 @@ time (a run's lines are written together when it ends). For example::
     2026-11-26T03:30:07+09:00 check.db path=x.db result=corrupt size=40960 problems=1
     2026-11-26T03:30:07+09:00 check.problem path=x.db text="Tree 4 page 4: btreeInitPage..."
     2026-11-26T03:30:07+09:00 check.db path=n.db result=error size=9 error="file is not a database"
+    2026-11-26T03:30:07+09:00 check.disk path=/srv/mw/data result=ok free=52428800 total=...
     2026-11-26T03:30:07+09:00 check.end result=corrupt databases=3 ok=1 corrupt=2 cancelled=no
     2026-11-26T03:30:00+09:00 optimise.start
     2026-11-26T03:30:07+09:00 optimise.db path=app.db optimised=yes vacuumed=yes
     2026-11-26T03:30:07+09:00 optimise.db path=n.db optimised=no vacuumed=no skipped=check_failed
     2026-11-26T03:30:07+09:00 optimise.end optimised=1 vacuumed=1 skipped=2 cancelled=no
 
-``*.end`` lines also carry ``elapsed=7.012s``. ``check.db`` ``result`` is ``ok``, ``corrupt``
+``check.disk`` is the disk-capacity step (the manual's ディスク容量のチェック), on every run,
+ok or not: ``free``/``total`` bytes of the filesystem holding ``mw/data``, the 10 MB
+``floor`` and ``vacuum_needs`` (2 × the largest database); ``result`` is ``ok``, ``low``
+(too little to VACUUM the largest) or ``below_floor``. It does not change ``check.end``'s
+result (that is about the databases). ``*.end`` lines also carry ``elapsed=7.012s``.
+``check.db`` ``result`` is ``ok``, ``corrupt``
 (problems found, one ``check.problem`` line each), ``error`` (the check could not run) or
 ``cancelled`` (a cancel interrupted it; ``check.end`` then says ``cancelled=yes``);
 ``error=`` says what SQLite reported. ``check.end`` counts ``ok`` and ``corrupt`` (corrupt
@@ -112,6 +118,37 @@ class DatabaseResult:
         return "ok" if self.ok else "corrupt" if self.problems else "error"
 
 
+FLOOR = 10 * 1024 * 1024
+"""The model product stops working under 10 MB free (its DiskFreeSpace floor)."""
+
+
+@dataclass(frozen=True)
+class DiskCheck:
+    """The disk-capacity step: free space where the databases live, against the floor and
+    against what optimising needs (VACUUM of the largest database wants 2 × its size)."""
+
+    path: str
+    free: int
+    total: int
+    floor: int
+    vacuum_needs: int
+
+    @property
+    def result(self) -> Literal["ok", "low", "below_floor"]:
+        """``below_floor``: under 10 MB; ``low``: too little to VACUUM the largest database."""
+        if self.free < self.floor:
+            return "below_floor"
+        return "low" if self.free < self.vacuum_needs else "ok"
+
+
+def check_disk(data: Path, sizes: list[int], free_space: Callable[[Path], int]) -> DiskCheck:
+    """The disk-capacity step's figures for the filesystem holding ``data``."""
+    st = os.statvfs(data)
+    return DiskCheck(
+        str(data), free_space(data), st.f_blocks * st.f_frsize, FLOOR, 2 * max(sizes, default=0)
+    )
+
+
 @dataclass(frozen=True)
 class CheckReport:
     """One run over all databases; ``cancelled``: a cancel came during it (may be partial)."""
@@ -122,6 +159,7 @@ class CheckReport:
     databases: tuple[DatabaseResult, ...]
     optimise: bool = False
     cancelled: bool = False
+    disk: DiskCheck | None = None
 
     @property
     def corrupt(self) -> tuple[str, ...]:
@@ -140,7 +178,14 @@ class CheckReport:
         """The report as JSON-serialisable data, with ISO-8601 times and the ``corrupt`` list."""
         times = {"started": self.started.isoformat(), "finished": self.finished.isoformat()}
         dbs = [{**asdict(db), "problems": list(db.problems)} for db in self.databases]
-        return {**asdict(self), **times, "databases": dbs, "corrupt": list(self.corrupt)}
+        disk = None if self.disk is None else {**asdict(self.disk), "result": self.disk.result}
+        return {
+            **asdict(self),
+            **times,
+            "databases": dbs,
+            "corrupt": list(self.corrupt),
+            "disk": disk,
+        }
 
 
 def find_databases(data: Path, *, maint_file: Path | None = None) -> list[Path]:
@@ -201,7 +246,8 @@ def check_databases(
         results.append(result)
         done = len(results)
         progress(Progress(done, len(paths), sum(sizes[:done]), sum(sizes), result.path))
-    return CheckReport(started, now(), check, tuple(results), optimise, stop.is_set())
+    disk = check_disk(data, sizes, free_space)
+    return CheckReport(started, now(), check, tuple(results), optimise, stop.is_set(), disk)
 
 
 def _settled(path: Path, allowed: bool) -> bool:
@@ -324,6 +370,18 @@ def _check_lines(report: CheckReport) -> Iterator[str]:
         )
         for problem in db.problems:
             yield _line(end, "check.problem", path=db.path, text=problem)
+    if report.disk is not None:
+        d = report.disk
+        yield _line(
+            end,
+            "check.disk",
+            path=d.path,
+            result=d.result,
+            free=d.free,
+            total=d.total,
+            floor=d.floor,
+            vacuum_needs=d.vacuum_needs,
+        )
     yield _line(
         end,
         "check.end",
@@ -375,6 +433,12 @@ def format_report(report: CheckReport) -> str:
         if report.optimise and db.optimised:
             vacuum = "vacuumed" if db.vacuumed else f"vacuum skipped: {db.vacuum_skipped}"
             out.append(f"           optimised, {vacuum}")
+    if report.disk is not None:
+        d = report.disk
+        out.append(
+            f"  DISK     {d.result}: {d.free} bytes free of {d.total} on {d.path}"
+            f" (floor {d.floor}, VACUUM of the largest database needs {d.vacuum_needs})"
+        )
     total, bad = len(report.databases), len(report.corrupt)
     unchecked = sum(db.verdict == "cancelled" for db in report.databases)
     out.append(

@@ -16,7 +16,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,10 @@ class Controller:
         *,
         default_message: str,
         clock: Clock = utc_now,
+        tz: tzinfo | None = None,
     ) -> None:
         self.paths = paths
+        self.tz = tz  # the zone of the maint file's start_local/end_local
         self.bus = bus
         self.default_message = default_message
         self.clock = clock
@@ -236,8 +238,8 @@ class Controller:
             return False
         content = decide(self.state.holds, self.clock(), self.default_message)
         try:
-            ours = (
-                content is not None and read_small_file(self.paths.maint_file) == content.render()
+            ours = content is not None and read_small_file(self.paths.maint_file) == content.render(
+                self.tz
             )
         except OSError:
             ours = False
@@ -357,7 +359,7 @@ class Controller:
             self.state = replace(self.state, written=None)
             self._rendered = None
         else:
-            rendered = content.render()
+            rendered = content.render(self.tz)
             if rendered != self._rendered or self.state.written is None:
                 exists = os.path.lexists(self.paths.maint_file)
                 if not exists and not create:

@@ -64,7 +64,11 @@ class Service:
         self.controller: Controller
         self.bus = EventBus(context=lambda: self.controller.snapshot())
         self.controller = Controller(
-            config.paths, self.bus, default_message=config.maintenance.message, clock=clock
+            config.paths,
+            self.bus,
+            default_message=config.maintenance.message,
+            clock=clock,
+            tz=config.tz,
         )
         self.lock = InstanceLock(config.paths.state / "lock")
         self.notifier = notifier or Notifier()
@@ -444,6 +448,7 @@ class Service:
         self.config = new
         self.runner.config = new
         self.controller.default_message = new.maintenance.message
+        self.controller.tz = new.tz
         self.scheduler.poke()
         self.bus.replace_subscriptions(subscriptions)
         self.bus.emit("config.reloaded", "configuration reloaded", config=str(new.source))

@@ -63,14 +63,35 @@ def parse_window(text: str, granularity: int) -> ManualWindow:
     return ManualWindow(start, end)
 
 
+def _texts(request: Mapping[str, Any]) -> dict[str, str]:
+    """The request's ``message``/``window``/``for``/``until``: each absent, null or a string.
+
+    Anything else (a number, a boolean, a list, an object) is refused rather than read
+    loosely: ``"for": 0`` or ``"for": false`` must not become maintenance without an end.
+    An empty ``window``/``for``/``until`` is refused too; an empty message is no message.
+    """
+    texts: dict[str, str] = {}
+    for key in ("message", "window", "for", "until"):
+        value = request.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise RequestError(f"--{key}: expected a string, not {type(value).__name__}")
+        if key != "message" and not value.strip():
+            raise RequestError(f"--{key}: empty")
+        texts[key] = value
+    return texts
+
+
 def enter(ctl: Controller, request: Mapping[str, Any], tz: ZoneInfo, granularity: int) -> str:
     """Hold manual maintenance now (optionally until a time) or add a recurring window."""
     now = ctl.clock()
-    message = str(request.get("message") or "")[:MAX_MESSAGE] or None
-    if request.get("window"):
-        if request.get("for") or request.get("until"):
+    texts = _texts(request)
+    message = texts.get("message", "")[:MAX_MESSAGE] or None
+    if "window" in texts:
+        if "for" in texts or "until" in texts:
             raise RequestError("--window repeats daily until `leave`: it takes no --for/--until")
-        window = replace(parse_window(str(request["window"]), granularity), message=message)
+        window = replace(parse_window(texts["window"], granularity), message=message)
         kept = tuple(
             w for w in ctl.state.manual_windows if (w.start, w.end) != (window.start, window.end)
         )
@@ -78,16 +99,16 @@ def enter(ctl: Controller, request: Mapping[str, Any], tz: ZoneInfo, granularity
         span = f"{format_time_of_day(window.start)}-{format_time_of_day(window.end)}"
         return f"daily maintenance window {span} added; it repeats until `watcher leave`"
     until: datetime | None = None
-    if request.get("for"):
+    if "for" in texts:
         try:
-            seconds = parse_duration(request["for"])
+            seconds = parse_duration(texts["for"])
             if not 0 < seconds <= MAX_FOR:
                 raise ValueError("must be more than zero and at most a year")
             until = now + timedelta(seconds=seconds)
         except ValueError as exc:
             raise RequestError(f"--for: {exc}") from None
-    elif request.get("until"):
-        until = parse_until(str(request["until"]), now, tz)
+    elif "until" in texts:
+        until = parse_until(texts["until"], now, tz)
         if until <= now:
             raise RequestError("--until is in the past")
     ctl.add_hold(Hold(reason="manual", name=CLI_HOLD, since=now, until=until, message=message))
