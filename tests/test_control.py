@@ -252,7 +252,7 @@ def test_other_uid_is_refused_unless_allowed(
 def test_enter_refuses_fields_that_are_not_strings(
     data_dir: Path, service: Start, fields: dict[str, Any]
 ) -> None:
-    """A socket ``enter`` whose for/until/window/message is not a string is refused, not read loosely."""
+    """A socket ``enter`` whose for/until/window/message is not a string is refused."""
     service()
     answer = request(socket_path(data_dir / "mw" / "watcher"), {"op": "enter", **fields})
     assert answer["ok"] is False, answer
