@@ -374,32 +374,25 @@ class Spool:
         self.runner.submit(request)
 
     def _finish(self, ident: str, name: str, status: str, result: dict[str, Any]) -> None:
-        """Result first (beside the claim, naming where the file goes), then the moves, then
-        the journal: a crash at any point leaves what ``recover`` needs to complete it. What
-        cannot be written now (no space) stays as it is and is tried again. Never raises."""
+        """File one trigger now (recovery, a retry, a job that never ran or was interrupted),
+        the same way a batch is filed. What cannot be written now (no space) stays as it is
+        and is tried again. Never raises."""
         if self._filing.busy:  # a batch is being filed in the worker thread: after it
             self._retry[f"finish:{ident}"] = lambda: self._finish(ident, name, status, result)
             return
-        try:
-            target = self._pending_target(ident)
-            if target is None:
-                target = self._unique(self.done if status == "finished" else self.failed, name)
-                body = {"trigger": name, "id": ident, "moved_to": str(target), **result}
-                write_atomic(
-                    self._pending_result(ident),
-                    orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str),
-                )
-            self._complete(ident, name, target)
-        except OSError as exc:
-            self._not_filed(ident, name, status, result, exc)
+        failed = self._file_finished([(ident, name, status, result)])
+        if ident in failed:
+            self._not_filed(ident, name, status, result, failed[ident])
 
     def _file_finished(self, batch: list[Outcome]) -> dict[str, OSError]:
-        """File the triggers of one batch of ended jobs (in a worker thread: I/O only), in
-        the order ``_finish`` keeps for one: results first (beside the claims, naming where
-        each file goes), made durable together by one ``syncfs``; then the moves, one fsync
-        per folder they went to; then the journal records, one write and one fsync. A crash
-        at any point leaves what ``recover`` needs to complete each. Returns what could not
-        be filed, by trigger id (the caller says so and retries it on later scans)."""
+        """File the triggers of ended jobs (I/O only: it runs in a worker thread for a
+        batch). Results first (beside the claims, naming where each file goes), made durable
+        before anything moves — a lone one by its own fsync, several together by one
+        ``syncfs``; then the moves, one fsync per folder they went to; then the journal
+        records, one write and one fsync. A crash at any point leaves what ``recover`` needs
+        to complete each. Returns what could not be filed, by trigger id (the caller says so
+        and retries it on later scans)."""
+        alone = len(batch) == 1
         failed: dict[str, OSError] = {}
         reserved: set[Path] = set()
         written: list[tuple[str, str, Path]] = []
@@ -413,14 +406,14 @@ class Spool:
                     write_atomic(
                         self._pending_result(ident),
                         orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str),
-                        durable=False,
+                        durable=alone,
                     )
                 reserved.add(target)
                 written.append((ident, name, target))
             except OSError as exc:
                 failed[ident] = exc
         try:
-            if written:
+            if written and not alone:
                 sync_filesystem(self.claimed)
         except OSError as exc:
             return failed | {ident: exc for ident, _name, _target in written}
@@ -466,12 +459,6 @@ class Spool:
             return None
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return None  # not one we wrote whole: written again
-
-    def _complete(self, ident: str, name: str, target: Path) -> None:
-        """The moves and the journal record; each step may already be done (a retry)."""
-        self._move(ident, name, target)
-        fsync_dir(target.parent)
-        self.journal.append({"event": "finished", "id": ident})
 
     def _move(self, ident: str, name: str, target: Path) -> None:
         """The trigger and its result into ``target``'s folder; each may already be there (a
