@@ -449,19 +449,22 @@ def _maintenance(raw: object, out: _Collector) -> MaintenanceConfig:
         out.add("maintenance.granularity", 'must be whole minutes that divide a day (e.g. "10m")')
         granularity = 10
     notice = section.get("notice", parse_duration, MaintenanceConfig.notice)
-    windows_raw = section.raw("windows") or []
+    windows = _windows(section, granularity, out)
+    section.finish()
+    return MaintenanceConfig(message, granularity, notice, windows)
+
+
+def _windows(section: _Section, granularity: int, out: _Collector) -> tuple[WindowConfig, ...]:
+    """A section's ``[[….windows]]``: each checked, names unique (maintenance and cluster)."""
     windows: list[WindowConfig] = []
-    if not isinstance(windows_raw, list):
-        out.add("maintenance.windows", "expected an array of tables ([[maintenance.windows]])")
-        windows_raw = []
-    for i, item in enumerate(windows_raw):
-        window = _window(item, f"maintenance.windows[{i}]", granularity, out)
+    for i, item in enumerate(_array(section, "windows")):
+        key = f"{section.key('windows')}[{i}]"
+        window = _window(item, key, granularity, out)
         if window is not None:
             if any(w.name == window.name for w in windows):
-                out.add(f"maintenance.windows[{i}].name", f"duplicate window name {window.name!r}")
+                out.add(f"{key}.name", f"duplicate window name {window.name!r}")
             windows.append(window)
-    section.finish()
-    return MaintenanceConfig(message, granularity, notice, tuple(windows))
+    return tuple(windows)
 
 
 def _disk(raw: object, out: _Collector, data_dir: Path) -> DiskConfig:
@@ -803,13 +806,7 @@ def _cluster(raw: object, out: _Collector, base: Path, granularity: int) -> Clus
         heartbeat=section.get("heartbeat", _positive_duration, d.heartbeat),
         backoff_max=section.get("backoff_max", _positive_duration, d.backoff_max),
     )
-    windows: list[WindowConfig] = []
-    for i, item in enumerate(_array(section, "windows")):
-        window = _window(item, f"cluster.windows[{i}]", granularity, out)
-        if window is not None:
-            if any(w.name == window.name for w in windows):
-                out.add(f"cluster.windows[{i}].name", f"duplicate window name {window.name!r}")
-            windows.append(window)
+    windows = _windows(section, granularity, out)
     section.finish()
     if section.data and not url:
         out.add("cluster.url", "required when [cluster] is given (redis://, rediss://, unix://)")
@@ -817,7 +814,7 @@ def _cluster(raw: object, out: _Collector, base: Path, granularity: int) -> Clus
         out.add("cluster.password_env", "give password_file or password_env, not both")
     if cluster.password_file and not Path(cluster.password_file).is_file():
         out.add("cluster.password_file", f"file {cluster.password_file} does not exist")
-    return replace(cluster, windows=tuple(windows))
+    return replace(cluster, windows=windows)
 
 
 def redact_url(url: str) -> str:
