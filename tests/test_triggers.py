@@ -700,3 +700,30 @@ def test_plain_name_content_is_never_opened(open_data: Rig) -> None:
         open_data.spool.take("dbcheck.secret")
     assert [r.trigger for r in open_data.runner.requests] == ["dbcheck.secret"]
     assert open_data.of("trigger.rejected") == []
+
+
+def test_a_started_trigger_whose_claim_was_lost_is_not_run_again(rig: Rig) -> None:
+    """A power loss that kept the ``started`` record but undid the claim's rename leaves the
+    file in the spool under its name and inode: recovery files it as interrupted, never runs it."""
+    path = rig.drop("lost.cut")
+    ident = "1700000000000000000-lost.cut"
+    record = {"event": "started", "id": ident, "file": "lost.cut", "job": "dbcheck"}
+    rig.spool.journal.append({**record, "ino": path.stat().st_ino})
+    rig.spool.recover()
+    rig.spool.scan(force=True)
+    assert rig.filed("failed", "lost.cut")["status"] == "interrupted"
+    assert rig.runner.requests == [] and not path.exists()
+    assert [e.fields["job"]["name"] for e in rig.of("job.interrupted")] == ["dbcheck"]
+
+
+def test_a_new_trigger_of_the_same_name_is_not_taken_for_a_lost_claim(rig: Rig) -> None:
+    """A spool file with the recorded name but another inode is a new trigger: it runs."""
+    ident = "1700000000000000000-again.cut"
+    rig.spool.journal.append(
+        {"event": "started", "id": ident, "file": "again.cut", "job": "dbcheck", "ino": 1}
+    )
+    rig.drop("again.cut")
+    rig.spool.recover()
+    rig.spool.take("again.cut")
+    assert [r.trigger for r in rig.runner.requests] == ["again.cut"]
+    assert rig.of("job.interrupted") == []

@@ -6,6 +6,13 @@ Each handler runs in its own task, one event at a time, under a per-event timeou
 A handler that raises or times out produces ``handler.failed`` (not delivered back to
 that handler, so a broken handler cannot feed itself) and goes on with the next event.
 
+Right away: a handler that can deliver an event without waiting says so with a
+``deliver_now(event) -> bool`` method (the log handler: one ``os.write`` that cannot block).
+When its queue is empty, ``offer`` calls it at once, so the line is out while the decision
+that emitted it is still being made — in order, since nothing is queued ahead of it. When
+it returns ``False`` (it would have to wait) or raises, the event is queued as before and
+the handler's task delivers it (and reports a failure) the usual way.
+
 Overload: a queue holds ``queue_size`` events. Past that, only ``debug`` events are
 dropped and counted (reported once a second as ``handler.dropped``); every other event
 is still queued, because maintenance, disk, job and trigger events are never dropped.
@@ -64,6 +71,7 @@ class Subscription:
         self.closing = False
         self._matches: dict[str, bool] = {}
         self._wake = anyio.Event()
+        self._deliver_now: Callable[[Event], bool] | None = getattr(handler, "deliver_now", None)
 
     def wants(self, event: Event) -> bool:
         """Whether the event passes this handler's level and action filters."""
@@ -77,6 +85,12 @@ class Subscription:
 
     def offer(self, event: Event) -> bool:
         """Queue the event; ``False`` when it was a debug event dropped for lack of room."""
+        if self._deliver_now is not None and not self.queue and not self.busy and not self.closing:
+            try:
+                if self._deliver_now(event):
+                    return True
+            except Exception:
+                pass  # queued below: the task delivers it again and reports the failure
         if len(self.queue) >= self.queue_size and event.level == "debug":
             self.dropped += 1
             return False

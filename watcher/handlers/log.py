@@ -9,11 +9,17 @@ A pipe (stdout read by journald, a shell pipe) is made non-blocking: when its re
 stalls, the handler waits for the pipe to drain without holding the event loop, and the
 bus's per-event timeout turns a reader that never comes back into ``handler.failed``
 instead of a frozen service. A line of up to ``PIPE_BUF`` (4 KiB) is still written whole.
+
+``deliver_now`` lets the bus write a line at the moment the event is emitted (when nothing
+is queued ahead of it): a regular file or terminal takes it at once, a pipe only when the
+whole line fits (a write of up to ``PIPE_BUF`` to a non-blocking pipe is all or nothing).
+Anything else goes through the handler's task as above.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import stat
 import sys
 
@@ -30,6 +36,7 @@ class LogHandler:
         self.origin = origin
         self.target = config.target
         self.fd = -1
+        self.pipe = False
         self._open()
         console = config.format == "console" or (
             config.format == "auto" and self.target == "stdout" and os.isatty(self.fd)
@@ -40,7 +47,8 @@ class LogHandler:
     def _open(self) -> None:
         if self.target == "stdout":
             self.fd = sys.stdout.fileno()
-            if stat.S_ISFIFO(os.fstat(self.fd).st_mode):
+            self.pipe = stat.S_ISFIFO(os.fstat(self.fd).st_mode)
+            if self.pipe:
                 os.set_blocking(self.fd, False)
         else:
             self.fd = os.open(
@@ -61,6 +69,19 @@ class LogHandler:
                 await anyio.wait_writable(self.fd)
                 continue
             line = line[written:]
+
+    def deliver_now(self, event: Event) -> bool:
+        """Write the event's line now if that cannot wait; ``True`` when it is written."""
+        line = self.render(event)
+        if self.pipe and len(line) > select.PIPE_BUF:
+            return False
+        try:
+            written = os.write(self.fd, line)
+        except BlockingIOError:
+            return False  # a full pipe: nothing was written
+        while written < len(line):  # a file or terminal: the rest does not wait either
+            written += os.write(self.fd, line[written:])
+        return True
 
     def reopen(self) -> None:
         """Reopen a file target (after rotation); stdout stays as it is."""

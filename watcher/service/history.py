@@ -1,15 +1,21 @@
 """The history writer: events and disk samples into ``<state>/history.db``, off the loop.
 
-A tap on the bus (``EventBus.taps``, called synchronously by ``publish``), it only puts
-each event on a bounded queue (never waits: a full queue drops and counts); one worker
-thread takes what is queued, inserts it in one transaction (WAL, synchronous=NORMAL) and
-prunes by age and size now and then. While
+A tap on the bus (``EventBus.taps``, called synchronously by ``publish``), it only appends
+each event to a list on the loop; the list is handed to a bounded queue (never waits: past
+the bound it drops and counts) ``HAND_OVER`` seconds after its first event, or at once when
+it holds ``BATCH`` events. Handing over per event would wake the worker thread on every
+event, and that wake-up (GIL hand-off on 2 cores) sat on the maint file's path — the events
+of one change are emitted together, so the thread now wakes once, well after their handlers
+wrote them (issue 15). Without a running loop (tests, the CLI) an event is handed over at
+once. One worker thread takes what is queued, inserts it in one transaction (WAL,
+synchronous=NORMAL) and prunes by age and size now and then. While
 the disk is below the warn level (``writable()`` is false) it writes nothing, so history can
 never fill the disk. ``close()`` flushes what is queued and stops the thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import sqlite3
@@ -24,13 +30,14 @@ from watcher.config import HistoryConfig
 from watcher.events.record import Event, Origin, render_json
 from watcher.system import historydb
 
-QUEUE_SIZE = 20_000
+QUEUE_SIZE = 20_000  # events queued or being written, at most
 BATCH = 1_000
+HAND_OVER = 0.2  # seconds from a batch's first event to handing it to the thread
 PRUNE_EVERY = 60.0  # seconds between age/size prunes
 PRUNE_ROWS = 2_000  # or after this many rows, so a burst cannot outgrow the bound for long
 SAMPLE_EVERY = 60.0  # seconds between recorded disk samples (the guard samples more often)
 
-_Item = Event | tuple[float, int, int] | None
+_Item = Event | tuple[float, int, int]
 
 
 class HistoryWriter:
@@ -51,9 +58,11 @@ class HistoryWriter:
         self.skipped = 0  # not written: disk below warn
         self.written = 0
         self.failure: str | None = None
-        self._queue: queue.Queue[_Item] = queue.Queue(QUEUE_SIZE)
+        self._queue: queue.Queue[list[_Item] | None] = queue.Queue()
+        self._batch: list[_Item] = []  # on the loop, not yet handed over
+        self._timer: asyncio.TimerHandle | None = None
         self._idle = threading.Condition()
-        self._pending = 0
+        self._pending = 0  # handed over and not yet written (bounded by QUEUE_SIZE)
         self._last_sample = 0.0
         self._thread = threading.Thread(target=self._work, name="history", daemon=True)
 
@@ -74,13 +83,32 @@ class HistoryWriter:
         self._put((now, free, total))
 
     def _put(self, item: _Item) -> None:
+        self._batch.append(item)
+        if len(self._batch) >= BATCH:
+            self._hand_over()
+        elif len(self._batch) == 1:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._hand_over()
+                return
+            self._timer = loop.call_later(HAND_OVER, self._hand_over)
+
+    def _hand_over(self) -> None:
+        """Give the thread what was collected (one wake-up), or drop it past the bound."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
         with self._idle:
-            self._pending += 1
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self.dropped += 1
-            self._done(1)
+            room = max(0, QUEUE_SIZE - self._pending)
+            kept = batch[:room]
+            self._pending += len(kept)
+        self.dropped += len(batch) - len(kept)
+        if kept:
+            self._queue.put_nowait(kept)
 
     def _done(self, n: int) -> None:
         with self._idle:
@@ -95,6 +123,7 @@ class HistoryWriter:
 
     async def aclose(self) -> None:
         """Flush what is queued, then stop the thread (called when the bus closes)."""
+        self._hand_over()
         if not self._thread.is_alive():
             return
         self._queue.put(None)
@@ -108,14 +137,14 @@ class HistoryWriter:
         since_prune = 0
         stop = False
         while not stop:
-            batch = [self._queue.get()]
-            while len(batch) < BATCH:
+            lists = [self._queue.get()]
+            while sum(len(b) for b in lists if b) < BATCH:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    lists.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = None in batch
-            items = [i for i in batch if i is not None]
+            stop = None in lists
+            items = [i for b in lists if b for i in b]
             try:
                 db = self._write(db, items)
                 since_prune += len(items)
@@ -131,7 +160,7 @@ class HistoryWriter:
                         db.close()
                 db = None
             finally:
-                self._done(len(batch))
+                self._done(len(items))
         if db is not None:
             db.close()
 

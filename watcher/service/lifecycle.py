@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskStatus
 
 from watcher import __version__
 from watcher.config import Config, ConfigError, Problem
@@ -256,13 +257,13 @@ class Service:
         await tg.start(self.scheduler.run)
         if self.cluster is not None:
             await tg.start(self.cluster.run)  # from the cache; Redis may come later
-        tg.start_soon(self._signals, name="signals")
+        await tg.start(self._signals)  # installed before service.ready (SIGHUP would kill)
         tg.start_soon(self._deadlines, name="deadlines")
         tg.start_soon(self._ticker, name="ticker")
         if treewatch.wanted(self.bus):
             await tg.start(treewatch.watch_tree, self.config, self.bus)
         tg.start_soon(self.notifier.watchdog, name="watchdog")
-        tg.start_soon(self._persist, name="persist")
+        await tg.start(self._persist)
         await self._listen(tg)
         self._observe_disk()
         self.bus.emit(
@@ -309,7 +310,7 @@ class Service:
     def _deadline_changed_set(self) -> None:
         self._deadline_changed.set()
 
-    async def _persist(self) -> None:
+    async def _persist(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Flush what an observed operator action left to write, once handlers had the events.
 
         An operator's ``touch`` or ``rm`` is already on disk; watcher's own follow-up (the
@@ -318,6 +319,7 @@ class Service:
         after one checkpoint, which lets the woken handler tasks run — does the writes.
         """
         self.controller.deferred_saves = True
+        task_status.started()
         try:
             while True:
                 await self.controller.dirty.wait()
@@ -337,8 +339,9 @@ class Service:
         self.bus.emit("service.stopped", "watcher stopped")
         await self.bus.drain(self.config.service.shutdown_timeout)
 
-    async def _signals(self) -> None:
+    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     self._reopen()

@@ -4,7 +4,13 @@ What a trigger file is and asks for is read by :mod:`watcher.sources.triggerfile
 module claims it, journals it and runs it.
 
 Accepted: ``trigger.accepted``, claimed by an atomic rename into ``.claimed/``, run; the
-journal records ``started`` (fsynced before the job starts) and ``finished``. The file ends
+journal records ``started`` (fsynced before the job starts, with the file's inode) and
+``finished``. The claim's rename is not fsynced on its own: the ``started`` record is what
+makes a run durable, and it is enough. After a power loss that kept the record but lost the
+rename, the trigger is back in the spool under its name — with the inode the record names,
+which no other file can have while this one exists — and recovery claims it again as the
+interrupted run it was instead of running it twice (issue 15: one fsync on a trigger's
+path to its job, not two). The file ends
 in ``done/`` or ``failed/`` with ``<name>.result.json``. Progress goes to ``.progress/``,
 best-effort (no fsync; a failed write is skipped).
 
@@ -207,11 +213,9 @@ class Spool:
             _soon(self._accept_claims)
 
     def _accept_claims(self) -> None:
-        """The claims of this turn of the loop made durable with one fsync of the spool, then
-        accepted and queued (a burst of triggers: one fsync, not one per trigger)."""
+        """The claims of this turn of the loop, accepted and queued together (see the module
+        docstring for why the claim needs no fsync of its own)."""
         claims, self._claims = self._claims, []
-        with contextlib.suppress(OSError):
-            fsync_dir(self.dir)
         for ident, name, job, impl, args in claims:
             self.bus.emit(
                 "trigger.accepted",
@@ -321,7 +325,7 @@ class Spool:
         self, ident: str, name: str, job: JobConfig, impl: Job, args: dict[str, Any]
     ) -> None:
         async def started() -> None:
-            record = {
+            record: dict[str, Any] = {
                 "event": "started",
                 "id": ident,
                 "file": name,
@@ -329,6 +333,8 @@ class Spool:
                 "type": job.type,
                 "at": _iso(self.clock()),
             }
+            with contextlib.suppress(OSError):  # gone: recovery has no lost rename to find
+                record["ino"] = os.lstat(self.claimed / ident).st_ino
             try:
                 await self.journal.append_soon(record)
             except OSError as exc:
@@ -520,7 +526,7 @@ class Spool:
             # It had finished; a crash cut the bookkeeping short (the result says all).
             self._finish(ident, name, "finished", {})
             return
-        if not os.path.lexists(self.claimed / ident):
+        if not os.path.lexists(self.claimed / ident) and not self._claim_again(ident, record):
             with contextlib.suppress(OSError):
                 self.journal.append({"event": "finished", "id": ident, "status": "unknown"})
             return
@@ -546,6 +552,23 @@ class Spool:
             self._resume(ident)
             return
         self._finish(ident, name, "interrupted", {"status": "interrupted", "job": job_name})
+
+    def _claim_again(self, ident: str, record: dict[str, Any]) -> bool:
+        """A started trigger whose claim a power loss undid: the spool file with the record's
+        name and inode is that trigger; claim it again (``True``) so it is not run twice."""
+        name, ino = record.get("file"), record.get("ino")
+        if not isinstance(name, str) or not isinstance(ino, int):
+            return False
+        path = self.dir / name
+        try:
+            if os.lstat(path).st_ino != ino:
+                return False  # a new trigger of the same name
+            os.rename(path, self.claimed / ident)
+            fsync_dir(self.claimed)
+        except OSError:
+            return False
+        self._looks.pop(name, None)
+        return True
 
     def _resume(self, ident: str) -> None:
         """Run a claimed trigger that never started (or may safely start again)."""
