@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -104,6 +105,56 @@ async def test_log_handler_writes_whole_json_lines(tmp_path: Path) -> None:
         await handler(e)
     await handler.aclose()
     assert json_lines(path) == [json.loads(json.dumps(to_document(e, ORIGIN))) for e in sent]
+
+
+def test_log_line_is_written_when_the_event_is_emitted(tmp_path: Path) -> None:
+    """With nothing queued ahead, the log line is in the file as soon as ``emit`` returns —
+    before any handler task has run — and later events keep their order."""
+    path = tmp_path / "events.log"
+    handler = LogHandler(HandlerConfig(type="log", target=str(path), format="json"), ORIGIN)
+    bus = EventBus()
+    sub = bus.subscribe(Subscription("log", handler))
+    bus.emit("maintenance.adopted", "adopted")
+    bus.emit("maintenance.entered", "entered")
+    assert [d["event"]["action"] for d in json_lines(path)] == [
+        "maintenance.adopted",
+        "maintenance.entered",
+    ]
+    assert sub.idle
+
+
+@pytest.mark.asyncio
+async def test_log_line_waits_in_the_queue_while_the_pipe_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full stdout pipe: ``emit`` does not wait; the line is queued and written whole, in
+    order, by the handler's task once the reader drains the pipe."""
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(sys, "stdout", os.fdopen(write_end, "w", closefd=False))
+    handler = LogHandler(HandlerConfig(type="log", target="stdout", format="json"), ORIGIN)
+    filler = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            filler += os.write(write_end, b"x" * 4096)
+    bus = EventBus()
+    sub = bus.subscribe(Subscription("log", handler))
+    bus.emit("maintenance.entered", "entered")
+    bus.emit("maintenance.left", "left")
+    assert len(sub.queue) == 2  # nothing written, nothing lost
+    os.set_blocking(read_end, True)
+    received = b""
+    async with anyio.create_task_group() as tg:
+        await tg.start(bus.run)
+        while received.count(b"\n") < 2:
+            received += await anyio.to_thread.run_sync(os.read, read_end, 1 << 20)
+        tg.cancel_scope.cancel()
+    os.close(read_end)
+    os.close(write_end)
+    lines = received[filler:].splitlines()
+    assert [json.loads(line)["event"]["action"] for line in lines] == [
+        "maintenance.entered",
+        "maintenance.left",
+    ]
 
 
 @pytest.mark.asyncio

@@ -114,6 +114,7 @@ class FlatWatcher:
     def _open(self) -> None:
         try:
             self.inotify = Inotify()
+            os.set_blocking(self.inotify.fd, False)  # a spurious wake-up must not block the loop
         except OSError as exc:
             self._degraded(None, f"inotify unavailable ({exc.strerror}); polling", "poll")
 
