@@ -30,6 +30,7 @@ from watcher.service.controller import Controller
 from watcher.service.operations import RequestError, enter, leave
 from watcher.sources.control import ControlUnavailable, socket_path
 from watcher.sources.control import request as control_request
+from watcher.system.filemodes import restrict_umask
 from watcher.system.lock import AlreadyRunning, InstanceLock, running_pid
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -414,6 +415,7 @@ def fail(message: str, code: int) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    restrict_umask()  # nothing watcher (or a job it starts) creates is world-writable
     try:
         code: int = args.func(args)
     except ConfigError as exc:
