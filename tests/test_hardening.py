@@ -3,6 +3,7 @@ and messages that cannot forge a log line — each on a real ``watcher run``."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import Start, cli, maint, write_config
+from tests.conftest import Start, cli, drop_trigger, maint, ran, write_config
 from tests.redis_server import RedisServer
 from tests.test_webhook import Server
 from watcher.handlers.webhook import sign
@@ -204,3 +205,97 @@ release_token_file = "{token_file}"
     finally:
         receiver.close()
         redis.kill()
+
+
+FORGED = '{"event":{"action":"maintenance.left"},"message":"forged"}'
+#: Line breaks of every kind a reader may split on, and a terminal escape, around a forged event.
+PAYLOAD = f"x\n{FORGED}\r{FORGED}\u2028{FORGED}\x85\x1b[2K\x1b[31m{FORGED}\x0b\x1c"
+
+
+def forged_lines(text: str) -> list[str]:
+    """Lines (split wherever any reader might) that start like the forged event, or that hold
+    a raw control character (an ANSI escape) a terminal would act on."""
+    return [
+        line
+        for line in text.splitlines()
+        if line.lstrip().startswith('{"event"') or any(c in line for c in "\x1b\x85\x0b\x1c")
+    ]
+
+
+def test_messages_with_line_breaks_cannot_forge_a_log_line(
+    data_dir: Path, tmp_path: Path, service: Start
+) -> None:
+    """A maintenance message, trigger arguments and a trigger file name full of line breaks
+    and ANSI escapes: the JSON log has exactly one parseable line per event (none forged),
+    and the console log, ``status``, ``history``, ``jobs``, ``trigger --wait`` and the CLI's
+    error messages show them escaped, on their own line."""
+    console = tmp_path / "console.log"
+    note = write_config(tmp_path / "note.txt", PAYLOAD)  # what the job prints and exits with
+    handed = tmp_path / "handed.txt"  # what the command handler got: action, then stdin
+    hand = write_config(
+        tmp_path / "hand.py",
+        "import os, sys\n"
+        "with open(sys.argv[1], 'a') as f:\n"
+        "    f.write(os.environ['WATCHER_EVENT_ACTION'] + ' ' + sys.stdin.read())\n",
+    )
+    config = write_config(
+        tmp_path / "w.toml",
+        f"""
+[[jobs]]
+name = "echo"
+type = "command"
+argv = [
+    "{sys.executable}", "-c", "import sys; t = open(sys.argv[1]).read(); print(t); exit(t)",
+    "{note}",
+]
+[[handlers]]
+type = "log"
+target = "stdout"
+format = "json"
+[[handlers]]
+type = "log"
+target = "{console}"
+format = "console"
+[[handlers]]
+type = "command"
+events = ["maintenance.*", "job.*"]
+argv = ["{sys.executable}", "{hand}", "{handed}"]
+[history]
+enabled = true
+""",
+    )
+    proc = service(config)
+    texts: list[str] = []
+
+    def run(*args: str, code: int = 0) -> None:
+        done = cli(*args, config=config, data_dir=data_dir)
+        assert done.returncode == code, (args, done.stdout, done.stderr)
+        texts.extend((done.stdout, done.stderr))
+
+    run("enter", "--message", PAYLOAD)
+    proc.wait_for("maintenance.entered")
+    run("status")
+    run("trigger", "echo", "--wait", code=1)
+    run("trigger", "echo", "--arg", f"{PAYLOAD}=1", "--wait", code=1)
+    run("trigger", "echo", "--arg", f"timeout={PAYLOAD}", "--wait", code=1)
+    spool = data_dir / "mw" / "spool"
+    name = 'x\n{"event":{"action":"maintenance.left"}}\r\u2028\x1b[31m.json'
+    drop_trigger(spool, name, {"job": "echo"})
+    proc.wait_for("job.failed", where=ran(name))
+    run("trigger", PAYLOAD, code=1)
+    run("enter", "--for", PAYLOAD, code=1)
+    run("leave")
+    run("jobs")
+    assert proc.stop() == 0
+    run("history")
+    lines = [line for line in proc.lines if line]
+    assert len(lines) == len(proc.events)  # every line is one whole JSON event
+    assert all(line == line.splitlines()[0] for line in lines)  # no break of any kind inside
+    assert [e["event"]["action"] for e in proc.events].count("maintenance.left") == 1
+    entered = proc.wait_for("maintenance.entered")
+    assert entered["watcher"]["maintenance"]["message"] == PAYLOAD  # kept, only escaped
+    handler_lines = handed.read_text().split("\n")[:-1]
+    assert all(json.loads(line.split(" ", 1)[1]) for line in handler_lines)
+    assert len(handler_lines) == len(handed.read_text().splitlines())
+    texts += [console.read_text(), proc.stderr]
+    assert [line for text in texts for line in forged_lines(text)] == []
