@@ -13,7 +13,16 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import Start, cli, drop_trigger, maint, ran, write_config
+from tests.conftest import (
+    ServiceProcess,
+    Start,
+    cli,
+    drop_trigger,
+    maint,
+    make_db,
+    ran,
+    write_config,
+)
 from tests.redis_server import RedisServer
 from tests.test_webhook import Server
 from watcher.handlers.webhook import sign
@@ -209,6 +218,7 @@ release_token_file = "{token_file}"
 
 FORGED = '{"event":{"action":"maintenance.left"},"message":"forged"}'
 #: Line breaks of every kind a reader may split on, and a terminal escape, around a forged event.
+SHORT = 'x\n{"event":{"action":"maintenance.left"}}\r\u2028\x85\x1b[31m'  # fits a file name
 PAYLOAD = f"x\n{FORGED}\r{FORGED}\u2028{FORGED}\x85\x1b[2K\x1b[31m{FORGED}\x0b\x1c"
 
 
@@ -222,6 +232,13 @@ def forged_lines(text: str) -> list[str]:
     ]
 
 
+def one_event_a_line(proc: ServiceProcess) -> bool:
+    """Whether each of the service's stdout lines is one whole JSON event, with no line
+    break of any kind inside."""
+    lines = [line for line in proc.lines if line]
+    return len(lines) == len(proc.events) and all(line.splitlines() == [line] for line in lines)
+
+
 def test_messages_with_line_breaks_cannot_forge_a_log_line(
     data_dir: Path, tmp_path: Path, service: Start
 ) -> None:
@@ -230,6 +247,7 @@ def test_messages_with_line_breaks_cannot_forge_a_log_line(
     and the console log, ``status``, ``history``, ``jobs``, ``trigger --wait`` and the CLI's
     error messages show them escaped, on their own line."""
     console = tmp_path / "console.log"
+    name = SHORT + ".json"  # a trigger file's name
     note = write_config(tmp_path / "note.txt", PAYLOAD)  # what the job prints and exits with
     handed = tmp_path / "handed.txt"  # what the command handler got: action, then stdin
     hand = write_config(
@@ -279,18 +297,14 @@ enabled = true
     run("trigger", "echo", "--arg", f"{PAYLOAD}=1", "--wait", code=1)
     run("trigger", "echo", "--arg", f"timeout={PAYLOAD}", "--wait", code=1)
     spool = data_dir / "mw" / "spool"
-    name = 'x\n{"event":{"action":"maintenance.left"}}\r\u2028\x1b[31m.json'
     drop_trigger(spool, name, {"job": "echo"})
     proc.wait_for("job.failed", where=ran(name))
     run("trigger", PAYLOAD, code=1)
     run("enter", "--for", PAYLOAD, code=1)
     run("leave")
-    run("jobs")
     assert proc.stop() == 0
     run("history")
-    lines = [line for line in proc.lines if line]
-    assert len(lines) == len(proc.events)  # every line is one whole JSON event
-    assert all(line == line.splitlines()[0] for line in lines)  # no break of any kind inside
+    assert one_event_a_line(proc)
     assert [e["event"]["action"] for e in proc.events].count("maintenance.left") == 1
     entered = proc.wait_for("maintenance.entered")
     assert entered["watcher"]["maintenance"]["message"] == PAYLOAD  # kept, only escaped
@@ -298,4 +312,30 @@ enabled = true
     assert all(json.loads(line.split(" ", 1)[1]) for line in handler_lines)
     assert len(handler_lines) == len(handed.read_text().splitlines())
     texts += [console.read_text(), proc.stderr]
+    assert [line for text in texts for line in forged_lines(text)] == []
+
+
+def test_a_database_name_with_line_breaks_cannot_forge_a_log_line(
+    data_dir: Path, tmp_path: Path, service: Start
+) -> None:
+    """A database whose file name holds line breaks and escapes: the dbcheck job's events,
+    its ``Maintenance.log``/``Optimize.log`` and result logs, ``jobs`` and ``check-db`` show
+    the name escaped on its own line."""
+    make_db(data_dir / "mw" / "data" / f"{SHORT}.db", rows=10)
+    config = write_config(
+        tmp_path / "w.toml",
+        '[[jobs]]\nname = "dbcheck"\ntype = "dbcheck"\n'
+        '[[handlers]]\ntype = "log"\ntarget = "stdout"\nformat = "json"\n',
+    )
+    proc = service(config)
+    texts = []
+    for args in (("trigger", "dbcheck", "--wait"), ("jobs",), ("check-db",)):
+        done = cli(*args, config=config, data_dir=data_dir)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        texts += [done.stdout, done.stderr]
+    assert proc.stop() == 0
+    assert one_event_a_line(proc)
+    logs = sorted((data_dir / "mw" / "log" / "sched" / "dynamic").glob("*.log"))
+    assert len(logs) == 4 and all(SHORT not in p.read_text() for p in logs)
+    texts += [proc.stderr, *(p.read_text() for p in logs)]
     assert [line for text in texts for line in forged_lines(text)] == []
