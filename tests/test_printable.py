@@ -43,7 +43,14 @@ def test_one_line_all_reaches_every_string() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["plain", "ls\u2028ps\u2029", "nel\x85 csi\x9b c1\x80\x9f", "é\u2027\u202a", "\n\x1b"],
+    [
+        "plain",
+        "£ — ü 日本",
+        "ls\u2028ps\u2029",
+        "nel\x85 csi\x9b c1\x80\x9f",
+        "é\u2027\u202a",
+        "\n\x1b",
+    ],
 )
 def test_safe_json_is_the_same_value_on_one_line(value: str) -> None:
     """Raw U+0085, C1 controls and U+2028/9 become ``\\uXXXX``: same JSON value, one line."""

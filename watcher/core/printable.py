@@ -54,6 +54,8 @@ def _json_escape(match: re.Match[bytes]) -> bytes:
 def safe_json(rendered: bytes) -> bytes:
     """Rendered JSON with the raw line separators and C1 controls as ``\\uXXXX`` (the same
     JSON value)."""
-    if _RAW_IN_JSON.search(rendered) is None:
-        return rendered
+    if rendered.isascii():
+        return rendered  # the usual case, checked a word at a time (~0.1 µs a line)
+    if b"\xc2" not in rendered and b"\xe2\x80" not in rendered:
+        return rendered  # other non-ASCII text (ü, é, 日本): no lead byte of the characters
     return _RAW_IN_JSON.sub(_json_escape, rendered)
