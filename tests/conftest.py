@@ -37,8 +37,10 @@ def cli(
     config: Path | None = None,
     timeout: float = 60,
     env: dict[str, str] | None = None,
+    umask: int = -1,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m watcher ARGS`` as an operator would, capturing its output."""
+    """Run ``python -m watcher ARGS`` as an operator would, capturing its output (under
+    ``umask`` when given)."""
     argv = [sys.executable, "-m", "watcher", *args]
     if data_dir is not None:
         argv += ["--data-dir", str(data_dir)]
@@ -50,6 +52,7 @@ def cli(
         text=True,
         timeout=timeout,
         env={**os.environ, "WATCHER_CONFIG": "", **(env or {})},
+        umask=umask,
     )
 
 
@@ -57,7 +60,11 @@ class ServiceProcess:
     """``watcher run`` in a subprocess; its JSON event lines are collected as they arrive."""
 
     def __init__(
-        self, data_dir: Path, config: Path | None = None, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        umask: int = -1,
     ) -> None:
         argv = [sys.executable, "-m", "watcher", "run", "--data-dir", str(data_dir)]
         if config is not None:
@@ -67,6 +74,7 @@ class ServiceProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, "WATCHER_CONFIG": "", **(env or {})},
+            umask=umask,
         )
         self.events: list[Doc] = []
         self.lines: list[str] = []
@@ -174,8 +182,9 @@ def service(data_dir: Path) -> Iterator[Start]:
         env: dict[str, str] | None = None,
         wait_ready: bool = True,
         root: Path | None = None,
+        umask: int = -1,
     ) -> ServiceProcess:
-        proc = ServiceProcess(root or data_dir, config, env)
+        proc = ServiceProcess(root or data_dir, config, env, umask)
         started.append(proc)
         return proc.ready() if wait_ready else proc
 

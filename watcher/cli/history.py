@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from watcher.core.printable import one_line, safe_json
 from watcher.core.units import parse_duration
 from watcher.system import historydb
 
@@ -37,9 +38,9 @@ def read(path: Path, since: str, action: str) -> list[historydb.Row]:
 
 def render(rows: list[historydb.Row], *, as_json: bool) -> str:
     if as_json:
-        return "\n".join(orjson.dumps(r.document).decode() for r in rows)
+        return "\n".join(safe_json(orjson.dumps(r.document)).decode() for r in rows)
     lines = []
     for r in rows:
         stamp = datetime.fromtimestamp(r.time, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        lines.append(f"{stamp}  {r.level:<8} {r.action:<28} {r.message}")
+        lines.append(one_line(f"{stamp}  {r.level:<8} {r.action:<28} {r.message}"))
     return "\n".join(lines) if lines else "(no events)"

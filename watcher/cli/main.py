@@ -24,12 +24,14 @@ import orjson
 
 from watcher import __version__
 from watcher.config import Config, ConfigError, find_config
+from watcher.core.printable import one_line, one_line_all, safe_json
 from watcher.events.bus import EventBus
 from watcher.registry import load_config
 from watcher.service.controller import Controller
 from watcher.service.operations import RequestError, enter, leave
 from watcher.sources.control import ControlUnavailable, socket_path
 from watcher.sources.control import request as control_request
+from watcher.system.filemodes import restrict_umask
 from watcher.system.lock import AlreadyRunning, InstanceLock, running_pid
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -111,6 +113,7 @@ def _ask(config: Config, request: dict[str, Any], pid: int | None) -> dict[str, 
 
 
 def _print_answer(answer: dict[str, Any], pid: int | None) -> None:
+    answer = one_line_all(answer)
     if answer.get("refused"):
         print(f"watcher: refused by the service: {answer.get('message')}", file=sys.stderr)
         return
@@ -201,9 +204,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _show(report: Any, as_json: bool, formatter: Callable[[Any], str]) -> None:
     """Print a report as indented JSON or through its formatter."""
     if as_json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(
+            safe_json(orjson.dumps(report, option=orjson.OPT_INDENT_2)).decode() + "\n"
+        )
     else:
-        print(formatter(report))
+        print(formatter(one_line_all(report)))
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
@@ -407,19 +412,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"watcher: {message}\n")
+def fail(message: str, code: int, details: Sequence[str] = ()) -> NoReturn:
+    """``watcher: MESSAGE`` on stderr, then each detail on a line of its own; all escaped
+    (``one_line``), so no text in them starts a line of its own; then exit with ``code``."""
+    lines = [f"watcher: {one_line(message)}", *(f"  {one_line(d)}" for d in details)]
+    sys.stderr.write("\n".join(lines) + "\n")
     raise SystemExit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    restrict_umask()  # nothing watcher (or a job it starts) creates is world-writable
     try:
         code: int = args.func(args)
     except ConfigError as exc:
         if len(exc.problems) == 1:
             fail(f"configuration error: {exc.problems[0]}", EXIT_USAGE)
-        fail("configuration error:\n  " + "\n  ".join(str(p) for p in exc.problems), EXIT_USAGE)
+        fail("configuration error:", EXIT_USAGE, [str(p) for p in exc.problems])
     except CommandError as exc:
         fail(str(exc), exc.code)
     except BrokenPipeError:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from watcher.config import Config
+from watcher.core.printable import one_line_all
 from watcher.system.lock import running_pid
 
 
@@ -54,7 +55,7 @@ def follow(config: Config, name: str, timeout: float | None = None) -> int:
                 result = orjson.loads(path.read_bytes())
             except (OSError, orjson.JSONDecodeError):
                 continue
-            return _report(result, path, tty)
+            return _report(one_line_all(result), path, tty)
         try:
             raw = progress_file.read_bytes()
             progress = orjson.loads(raw) if raw and raw != shown else None
@@ -62,7 +63,7 @@ def follow(config: Config, name: str, timeout: float | None = None) -> int:
             raw, progress = b"", None
         if isinstance(progress, dict):
             shown = raw
-            _show_progress(progress, tty)
+            _show_progress(one_line_all(progress), tty)
         if running_pid(config.paths.state / "lock") is None:
             print("\nwatcher: the service stopped before the job finished", file=sys.stderr)
             return 1

@@ -21,6 +21,7 @@ import orjson
 import structlog
 
 from watcher import __version__
+from watcher.core.printable import one_line, safe_json
 
 Level = Literal["debug", "info", "warning", "error", "critical"]
 LEVELS: dict[str, int] = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
@@ -122,13 +123,15 @@ _LEVEL_STYLES = {
 
 
 def render_json(event: Event, origin: Origin) -> bytes:
-    """One JSON line (without the newline) as shipped to log pipelines."""
+    """One JSON line (without the newline) as shipped to log pipelines: no raw line
+    separator of any kind inside (``safe_json``), so no text in it can forge a line."""
     rendered = _json_renderer(None, event.level, to_document(event, origin))
-    return rendered if isinstance(rendered, bytes) else rendered.encode()
+    return safe_json(rendered if isinstance(rendered, bytes) else rendered.encode())
 
 
 def render_console(event: Event, origin: Origin, colour: bool = True) -> str:
-    """A readable line for a terminal: time, level, action, message, then the custom fields."""
+    """A readable line for a terminal: time, level, action, message, then the custom fields;
+    control characters in the text are shown escaped (``one_line``), never acted on."""
     local = event.time.astimezone().strftime("%H:%M:%S.%f")[:-3]
     details = " ".join(f"{k}={_short(v)}" for k, v in event.fields.items() if k != "maintenance")
     if event.duration_ns is not None:
@@ -139,7 +142,8 @@ def render_console(event: Event, origin: Origin, colour: bool = True) -> str:
         action = f"\x1b[1m{event.action:<32}\x1b[0m"
     else:
         action = f"{event.action:<32}"
-    return f"{local} {level} {action} {event.message}" + (f"  {details}" if details else "")
+    text = one_line(f"{event.message}  {details}" if details else event.message)
+    return f"{local} {level} {action} {text}"
 
 
 def _short(value: Any) -> str:

@@ -62,6 +62,7 @@ from watcher.jobs.manifest import (
 )
 from watcher.jobs.space import require_space, tree_size
 from watcher.system.atomic import fsync_dir, remove_durably, write_atomic
+from watcher.system.filemodes import chmod_copied
 from watcher.system.immutable import set_immutable
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -247,6 +248,7 @@ def _carry(
             os.rename(src, dst)
         else:
             shutil.copy2(src, dst)
+            chmod_copied(dst)
         total += dst.stat().st_size
         meter.add(1, dst.stat().st_size)
     meter.flush()

@@ -64,6 +64,7 @@ from watcher.jobs.sqlitefiles import (
     settle_hot_journal,
 )
 from watcher.system.atomic import fsync_dir, sync_filesystem
+from watcher.system.filemodes import chmod_copied
 
 SET_NAME = re.compile(r"(\d{8}T\d{6}Z)(?:-(\d+))?")
 PARTIAL = ".partial"
@@ -259,6 +260,7 @@ def copy_meta(src: Path, dst: Path) -> None:
         st = os.stat(src)
         os.chown(dst, st.st_uid, st.st_gid)
     shutil.copystat(src, dst)
+    chmod_copied(dst)
 
 
 def _copy_database(src: Path, dst: Path, stop: threading.Event) -> None:

@@ -64,6 +64,7 @@ from typing import Any, Literal
 
 import anyio.to_thread
 
+from watcher.core.printable import one_line
 from watcher.jobs.base import ArgumentError, JobContext, JobFailed, Progress
 from watcher.jobs.manifest import reject_unknown
 from watcher.jobs.space import free_bytes
@@ -348,7 +349,7 @@ def _value(value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     text = str(value)
-    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+    return text if _BARE.fullmatch(text) else one_line(json.dumps(text, ensure_ascii=False))
 
 
 def _elapsed(report: CheckReport) -> str:
@@ -420,16 +421,17 @@ def _optimise_lines(report: CheckReport) -> Iterator[str]:
 
 
 def format_report(report: CheckReport) -> str:
-    """Human-readable text of a run, as ``watcher check-db`` prints it."""
+    """Human-readable text of a run, as ``watcher check-db`` prints it (and the result log
+    keeps it); names and errors escaped (``one_line``), one line each."""
     out = [
         f"Database check ({report.check}): {report.started.isoformat(timespec='seconds')}"
         f" – {report.finished.isoformat(timespec='seconds')}"
     ]
     for db in report.databases:
-        out.append(f"  {db.verdict.upper():<8} {db.path} ({db.size} bytes)")
-        out += [f"           {text}" for p in db.problems for text in p.splitlines()]
+        out.append(f"  {db.verdict.upper():<8} {one_line(str(db.path))} ({db.size} bytes)")
+        out += [f"           {one_line(text)}" for p in db.problems for text in p.splitlines()]
         if db.error:
-            out.append(f"           {db.error}")
+            out.append(f"           {one_line(db.error)}")
         if report.optimise and db.optimised:
             vacuum = "vacuumed" if db.vacuumed else f"vacuum skipped: {db.vacuum_skipped}"
             out.append(f"           optimised, {vacuum}")

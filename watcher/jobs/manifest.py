@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from watcher.jobs.base import ArgumentError, JobFailed, Progress
 from watcher.system.atomic import write_atomic
+from watcher.system.filemodes import without_world_write
 
 MANIFEST_NAME = "manifest.json"
 VERSION = 1
@@ -128,7 +129,7 @@ def copy_meta_fd(sfd: int, dfd: int, meta: os.stat_result) -> None:
             os.setxattr(dfd, name, os.getxattr(sfd, name))
     if os.geteuid() == 0:
         os.fchown(dfd, meta.st_uid, meta.st_gid)
-    os.fchmod(dfd, stat.S_IMODE(meta.st_mode))
+    os.fchmod(dfd, without_world_write(stat.S_IMODE(meta.st_mode)))
     os.utime(dfd, ns=(meta.st_atime_ns, meta.st_mtime_ns))
 
 
@@ -140,7 +141,9 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 def entry_for(root: Path, path: Path, size: int, sha256: str, mode: int) -> Entry:
     """The manifest entry for ``path`` (which lies under ``root``)."""
-    return Entry(path.relative_to(root).as_posix(), size, sha256, mode & 0o7777)
+    return Entry(
+        path.relative_to(root).as_posix(), size, sha256, without_world_write(mode & 0o7777)
+    )
 
 
 def write_manifest(

@@ -54,6 +54,7 @@ from watcher.jobs.manifest import (
 )
 from watcher.jobs.space import require_space
 from watcher.system.atomic import exchange
+from watcher.system.filemodes import chmod_copied
 
 Undo = list[Callable[[], object]]
 
@@ -211,6 +212,7 @@ def _replace_with_copy(src: Path, dst: Path) -> None:
     """Atomically make ``dst`` a copy of ``src`` (temp file beside it, then rename)."""
     tmp = dst.with_name(f".{dst.name}.restore.tmp")
     shutil.copy2(src, tmp)
+    chmod_copied(tmp)
     os.replace(tmp, dst)
 
 
