@@ -61,7 +61,7 @@ from watcher.jobs.manifest import (
     write_manifest,
 )
 from watcher.jobs.space import require_space, tree_size
-from watcher.system.atomic import fsync_dir, remove_durably, write_atomic
+from watcher.system.atomic import fsync_dir, remove_durably, sync_filesystem, write_atomic
 from watcher.system.immutable import set_immutable
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -254,19 +254,23 @@ def _carry(
 
 
 def _seal(root: Path, now: datetime) -> None:
-    """Manifest over everything in ``root``, flushed to disk, then read-only bits."""
+    """Manifest over everything in ``root``, read-only bits, then all of it flushed to disk.
+
+    One ``syncfs`` of the filesystem holding ``root`` instead of an fsync per file and per
+    directory (thousands for the attachments, each a journal commit): it makes the archive
+    databases (written with ``synchronous = OFF``), the copies, the moved attachments' new
+    directory entries (and their removal from ``mw/file``, on the same filesystem since
+    they were renamed), the manifest and the modes durable before the commit rename.
+    """
     entries = []
     for dirpath, _dirs, names in os.walk(root):
         for name in sorted(names):
             path = Path(dirpath, name)
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
             size, digest = hash_file(path)
             entries.append(entry_for(root, path, size, digest, 0o444))
     write_manifest(root, entries, "archive", now)
-    for dirpath, _dirs, _names in os.walk(root):
-        fsync_dir(Path(dirpath))
     make_read_only(root)
+    sync_filesystem(root)
 
 
 def _finish(
