@@ -180,7 +180,20 @@ def _rows(name: str, start: int, stop: int, count: int, rnd: random.Random) -> I
             yield (i + 1, f"Customer {i}", f"c{i}@example.com", f"03-{i % 10**8:08d}", iso)
 
 
-_WORDS = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor".split()
+_WORDS = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+]
 
 
 def _attachments(paths: DataPaths, rows: list[tuple]) -> None:
