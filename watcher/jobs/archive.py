@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
@@ -224,8 +225,10 @@ def _is_attachment(paths: DataPaths, rel: str) -> bool:
     parts = Path(rel).parts
     if Path(rel).is_absolute() or ".." in parts or len(parts) < 2 or not _SPACE.fullmatch(parts[0]):
         return False
-    src = paths.files / rel
-    return src.is_file() and not src.is_symlink()
+    try:
+        return stat.S_ISREG(os.lstat(paths.files / rel).st_mode)  # one lstat: no symlinks
+    except OSError:
+        return False
 
 
 def _carry(
@@ -239,16 +242,20 @@ def _carry(
     items = [(rel, True) for rel in journal["moves"]] + [(rel, False) for rel in journal["copies"]]
     meter = Meter(progress, len(items), 0, "archive: attachments")
     total = 0
+    made: set[Path] = set()
     for rel, move in items:
         raise_if_cancelled(stop, "archive")
         src, dst = paths.files / rel, root / "file" / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.parent not in made:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            made.add(dst.parent)
         if move:
             os.rename(src, dst)
         else:
             shutil.copy2(src, dst)
-        total += dst.stat().st_size
-        meter.add(1, dst.stat().st_size)
+        size = os.lstat(dst).st_size
+        total += size
+        meter.add(1, size)
     meter.flush()
     return total
 
