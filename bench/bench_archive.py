@@ -282,6 +282,11 @@ def _trial(pristine: Path, trial: Path, action: Callable[[DataPaths], object]) -
     return time.perf_counter() - started
 
 
+def _spread(times: list[float]) -> str:
+    """``median of 5, 2.31–2.90 s``: how far the trials were apart on a noisy machine."""
+    return f"median of {len(times)}, {min(times):.2f}–{max(times):.2f} s"
+
+
 def run(workdir: Path, quick: bool) -> list[Row]:
     """Both moves alternately on fresh copies of the cached tree; one row with medians."""
     cli = shutil.which("sqlite3")
@@ -316,8 +321,8 @@ def run(workdir: Path, quick: bool) -> list[Row]:
                 f"archive of {old:,} of {total:,} rows (3 databases, {size:.0f} MB,"
                 f" {attachments} attachments) vs sqlite3 CLI INSERT … SELECT + DELETE"
             ),
-            "ours": f"{median(ours):.3f} s (median of {rounds})",
-            "reference": f"{median(reference):.3f} s, alone (median of {rounds})",
+            "ours": f"{median(ours):.3f} s ({_spread(ours)})",
+            "reference": f"{median(reference):.3f} s, alone ({_spread(reference)})",
             "ratio": ratio(median(ours), median(reference)),
             "target": "≤ 1.5×",
         }
