@@ -33,6 +33,7 @@ ORDER = (
     "disk",
     "dbcheck",
     "backup",
+    "archive",
     "http",
     "cluster",
 )

@@ -240,3 +240,24 @@ async def test_job_runs_through_the_protocol(paths: DataPaths) -> None:
     )
     result = await JOB.run(ctx)
     assert result["id"] == 1 and result["space"] == "ws2" and result["attachments"] > 0
+
+
+def test_the_partial_archive_is_flushed_sealed_before_the_commit_rename(
+    paths: DataPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one filesystem flush sees the finished partial archive (manifest, 0444) unrenamed."""
+    seen: list[tuple[bool, bool, int]] = []
+    real = archive_mod.sync_filesystem
+
+    def spy(path: Path) -> None:
+        partial = paths.archive_root / ".back1.partial"
+        mode = (partial / "data" / "mail.db").stat().st_mode & 0o777
+        seen.append(
+            ((partial / "manifest.json").is_file(), (partial.parent / "back1").exists(), mode)
+        )
+        real(path)
+
+    monkeypatch.setattr(archive_mod, "sync_filesystem", spy)
+    archive(paths, BEFORE, now=NOW, config=CONFIG)
+    assert seen == [(True, False, 0o444)]
+    assert verify_manifest(paths.archive_root / "back1") == []

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
@@ -61,7 +62,7 @@ from watcher.jobs.manifest import (
     write_manifest,
 )
 from watcher.jobs.space import require_space, tree_size
-from watcher.system.atomic import fsync_dir, remove_durably, write_atomic
+from watcher.system.atomic import fsync_dir, remove_durably, sync_filesystem, write_atomic
 from watcher.system.filemodes import chmod_copied
 from watcher.system.immutable import set_immutable
 
@@ -225,8 +226,10 @@ def _is_attachment(paths: DataPaths, rel: str) -> bool:
     parts = Path(rel).parts
     if Path(rel).is_absolute() or ".." in parts or len(parts) < 2 or not _SPACE.fullmatch(parts[0]):
         return False
-    src = paths.files / rel
-    return src.is_file() and not src.is_symlink()
+    try:
+        return stat.S_ISREG(os.lstat(paths.files / rel).st_mode)  # one lstat: no symlinks
+    except OSError:
+        return False
 
 
 def _carry(
@@ -240,35 +243,43 @@ def _carry(
     items = [(rel, True) for rel in journal["moves"]] + [(rel, False) for rel in journal["copies"]]
     meter = Meter(progress, len(items), 0, "archive: attachments")
     total = 0
+    made: set[Path] = set()
     for rel, move in items:
         raise_if_cancelled(stop, "archive")
         src, dst = paths.files / rel, root / "file" / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.parent not in made:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            made.add(dst.parent)
         if move:
             os.rename(src, dst)
         else:
             shutil.copy2(src, dst)
             chmod_copied(dst)
-        total += dst.stat().st_size
-        meter.add(1, dst.stat().st_size)
+        size = os.lstat(dst).st_size
+        total += size
+        meter.add(1, size)
     meter.flush()
     return total
 
 
 def _seal(root: Path, now: datetime) -> None:
-    """Manifest over everything in ``root``, flushed to disk, then read-only bits."""
+    """Manifest over everything in ``root``, read-only bits, then all of it flushed to disk.
+
+    One ``syncfs`` of the filesystem holding ``root`` instead of an fsync per file and per
+    directory (thousands for the attachments, each a journal commit): it makes the archive
+    databases (written with ``synchronous = OFF``), the copies, the moved attachments' new
+    directory entries (and their removal from ``mw/file``, on the same filesystem since
+    they were renamed), the manifest and the modes durable before the commit rename.
+    """
     entries = []
     for dirpath, _dirs, names in os.walk(root):
         for name in sorted(names):
             path = Path(dirpath, name)
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
             size, digest = hash_file(path)
             entries.append(entry_for(root, path, size, digest, 0o444))
     write_manifest(root, entries, "archive", now)
-    for dirpath, _dirs, _names in os.walk(root):
-        fsync_dir(Path(dirpath))
     make_read_only(root)
+    sync_filesystem(root)
 
 
 def _finish(

@@ -28,6 +28,11 @@ from watcher.jobs.sqlitefiles import interrupt_on, is_interrupt, settle_hot_jour
 
 _SPACE = re.compile(r"ws(\d+)")
 Params = list[str | int | float]
+CACHE = "PRAGMA cache_size = -65536"
+"""64 MiB of page cache (the default is 2 MiB) for the big copy and delete, so a
+transaction of hundreds of thousands of rows does not spill dirty pages mid-way (each
+spill syncs the rollback journal and may write a page twice); memory is only used as the
+transaction touches pages."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ def copy_rows(live: Path, back: Path, sel: Selection, stop: threading.Event) -> 
     with closing(sqlite3.connect(back, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode = OFF")
         conn.execute("PRAGMA synchronous = OFF")
+        conn.execute(CACHE)
         conn.execute("ATTACH ? AS live", (f"file:{live}?mode=ro",))
         schema = conn.execute(
             "SELECT type, sql FROM live.sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL"
@@ -186,6 +192,7 @@ def delete_rows(live: Path, sel: Selection, expected: int) -> int:
     """
     settle_hot_journal(live)
     with closing(sqlite3.connect(live, isolation_level=None)) as conn:
+        conn.execute(CACHE)
         try:
             conn.execute("BEGIN IMMEDIATE")
             cur = conn.execute(f"DELETE FROM {quote(sel.table)} WHERE {sel.where}", sel.params)

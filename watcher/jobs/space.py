@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from watcher.jobs.base import JobFailed
@@ -25,7 +26,7 @@ def tree_size(path: Path) -> int:
                 st = os.lstat(os.path.join(root, name))
             except FileNotFoundError:
                 continue
-            if not os.path.islink(os.path.join(root, name)):
+            if stat.S_ISREG(st.st_mode):  # one lstat a file: symlinks are not counted
                 total += st.st_size
     return total
 
