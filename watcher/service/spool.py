@@ -6,7 +6,8 @@ module claims it, journals it and runs it.
 Accepted: ``trigger.accepted``, claimed by an atomic rename into ``.claimed/``, run; the
 journal records ``started`` (fsynced before the job starts) and ``finished``. The file ends
 in ``done/`` or ``failed/`` with ``<name>.result.json``. Progress goes to ``.progress/``,
-best-effort (no fsync; a failed write is skipped).
+best-effort (no fsync; a failed write is skipped); the last report is also kept in the
+result (``progress``), so a follower that polled too rarely still sees how far it got.
 
 After a crash, a claimed trigger that never started simply runs; one that started and never
 finished is ``job.interrupted`` and goes to ``failed/``. It runs again only when its job is
@@ -340,16 +341,22 @@ class Spool:
                     "the job did not start",
                 ) from None
 
+        last: list[dict[str, Any]] = []  # the job's latest progress, kept in its result
+
+        def outcome_doc(outcome: JobOutcome) -> dict[str, Any]:
+            return {**outcome.to_dict(), **({"progress": last[0]} if last else {})}
+
         def done(outcome: JobOutcome) -> None:
-            self._finish(ident, name, outcome.status, outcome.to_dict())
+            self._finish(ident, name, outcome.status, outcome_doc(outcome))
 
         async def file(outcome: JobOutcome) -> None:
-            result = outcome.to_dict()
+            result = outcome_doc(outcome)
             failed = await self._filing.add((ident, name, outcome.status, result))
             if ident in failed:
                 self._not_filed(ident, name, outcome.status, result, failed[ident])
 
         def progress(p: Progress) -> None:
+            last[:] = [dict(p.__dict__)]
             with contextlib.suppress(OSError):  # best-effort: the next report replaces it
                 write_atomic(
                     self.progress_dir / f"{name}.json", orjson.dumps(p.__dict__), durable=False
