@@ -47,18 +47,19 @@ def checked_args(config: Config, before: str, space: str | None) -> dict[str, st
 
 def script(config: Config, args: dict[str, str], now: datetime) -> str:
     """The text of ``mwsave`` for these arguments."""
+    source = str(Path(config.source).resolve()) if config.source is not None else None
     argv = [sys.executable, "-m", "watcher", "trigger", "archive"]
-    if config.source is not None:
-        argv += ["--config", str(Path(config.source).resolve())]
+    if source is not None:
+        argv += ["--config", source]
     argv += ["--data-dir", str(config.data_dir.resolve())]
     for key, value in args.items():
         argv += ["--arg", f"{key}={value}"]
     argv += ["--wait", "--require-service"]
-    env = "" if config.source is not None else "WATCHER_CONFIG=''\nexport WATCHER_CONFIG\n"
+    env = "" if source is not None else "WATCHER_CONFIG=''\nexport WATCHER_CONFIG\n"
     what = f"data dated before {args['before']}"
     if "space" in args:
         what += f" of mail space {args['space']}"
-    named = config.source or "none (defaults; WATCHER_CONFIG cleared)"
+    named = source or "none (defaults; WATCHER_CONFIG cleared)"
     return (
         "#!/bin/sh\n"
         f"# mwsave: archive (退避) the {what}\n"
