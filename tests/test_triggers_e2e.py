@@ -467,7 +467,7 @@ def test_dropped_while_down_runs_exactly_once(data_dir: Path, service: Start) ->
 
 
 def test_backup_damage_restore(data_dir: Path, tmp_path: Path, service: Start) -> None:
-    """backup → damage live data → restore brings it back, keeps *_bak.*, releases maintenance."""
+    """backup → damage live data → restore brings it back, keeps data_bak/file_bak, releases."""
     backups = tmp_path / "backups"
     backups.mkdir()
     svc = service(config_file(tmp_path, allowed=[backups]))
@@ -508,9 +508,9 @@ def test_backup_damage_restore(data_dir: Path, tmp_path: Path, service: Start) -
     assert rows(db) == 500
     assert attachment.read_bytes() == original
     assert not stray.exists()
-    data_bak = sorted((data_dir / "mw").glob("data_bak.*"))
-    file_bak = sorted((data_dir / "mw").glob("file_bak.*"))
-    assert len(data_bak) == 1 and len(file_bak) == 1
+    data_bak = sorted((data_dir / "mw").glob("data_bak*"))
+    file_bak = sorted((data_dir / "mw").glob("file_bak*"))
+    assert [p.name for p in data_bak + file_bak] == ["data_bak", "file_bak"]
     assert restored["result"]["data_bak"] == str(data_bak[0])
     assert rows(data_bak[0] / "mail.db") == 10
     assert (file_bak[0] / "ws1" / "attachment-0.txt").read_bytes() == b"overwritten by mistake\n"
@@ -521,6 +521,7 @@ def test_backup_damage_restore(data_dir: Path, tmp_path: Path, service: Start) -
     after = svc.actions()[mark:]
     assert "maintenance.released_by_operator" not in after
     assert "maintenance.adopted" not in after
+    assert "watch.degraded" not in after
     assert_serving(svc, spool)
 
 
@@ -548,7 +549,7 @@ def test_restore_of_a_damaged_set_touches_nothing(
     assert doc["status"] == "failed" and doc["reason"] == "manifest_invalid"
     assert (spool / "failed" / "restore.json").exists()
     assert rows(data_dir / "mw" / "data" / "mail.db") == 500
-    assert not list((data_dir / "mw").glob("data_bak.*"))
+    assert not list((data_dir / "mw").glob("data_bak*"))
     assert not list((data_dir / "mw").glob("*.restore.*"))
     assert not maint(data_dir).exists()
 

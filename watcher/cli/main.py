@@ -229,6 +229,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         name = str(answer.get("name"))
         print(f"trigger {name} dropped (service pid {pid})")
         return follow(config, name) if args.wait else EXIT_OK
+    if args.require_service:
+        raise CommandError(f"the service is not running: nothing started (trigger {args.job})")
     try:
         name = drop(config.paths.spool, args.job, job_args)
     except ValueError as exc:
@@ -333,6 +335,23 @@ def cmd_archives(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_archive_prepare(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from watcher.cli.mwsave import PrepareError, prepare
+
+    config = _config(args)
+    try:
+        path = prepare(config, args.before, args.space, datetime.now(config.tz))
+    except PrepareError as exc:
+        raise CommandError(f"archive prepare: {exc}", EXIT_USAGE) from None
+    except OSError as exc:
+        raise CommandError(_os_message("archive prepare: cannot write mwsave", exc)) from None
+    space = f" of mail space {args.space}" if args.space else ""
+    print(f"{path} written: run it (./mwsave) to archive the data before {args.before}{space}")
+    return EXIT_OK
+
+
 def _deliver(text: str, output: str | None) -> None:
     """A report to ``--output F``, or to stdout."""
     if output:
@@ -382,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", metavar="JOB")
     p.add_argument("--arg", action="append", metavar="K=V", help="a job argument (repeatable)")
     p.add_argument("--wait", action="store_true", help="follow the job to its end")
+    p.add_argument(
+        "--require-service",
+        action="store_true",
+        help="with no running service, drop nothing and exit 1 (mwsave uses this)",
+    )
     p = command("jobs", cmd_jobs, "jobs, schedules, last results")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = command("check-db", cmd_check_db, "check the databases now (no maintenance, no optimising)")
@@ -404,6 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", metavar="F", help="write to F instead of stdout")
     export.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     export.set_defaults(func=cmd_archives)
+    p = sub.add_parser("archive", help="archive (退避) commands: prepare writes ./mwsave")
+    archive_sub = p.add_subparsers(dest="archive_command", required=True, metavar="SUBCOMMAND")
+    prepare = archive_sub.add_parser(
+        "prepare", help="write <data_dir>/mwsave, which runs this archive through the service"
+    )
+    _common(prepare)
+    prepare.add_argument("--before", required=True, metavar="DATE", help="YYYY-MM-DD")
+    prepare.add_argument("--space", metavar="WS", help="only this mail space, e.g. ws1")
+    prepare.set_defaults(func=cmd_archive_prepare)
     config = sub.add_parser("config", help="configuration commands")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = config_sub.add_parser("check", help="validate the configuration without running")

@@ -3,7 +3,8 @@
 When the service runs, it drops the trigger itself (a ``trigger`` request on its control
 socket); otherwise the CLI does (``watcher.sources.triggerdrop``). ``--wait`` follows the
 job through ``.progress/`` and the result JSON that the service leaves beside the trigger
-in ``done/`` or ``failed/`` (it still polls these files every 0.1 s).
+in ``done/`` or ``failed/`` (it still polls these files every 0.1 s); the last progress,
+kept in the result, is shown at the end if polling missed it.
 """
 
 from __future__ import annotations
@@ -49,12 +50,17 @@ def follow(config: Config, name: str, timeout: float | None = None) -> int:
     tty = sys.stdout.isatty()
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = b""
+    last_shown: dict[str, Any] | None = None
     while deadline is None or time.monotonic() < deadline:
         for path in outcome_files(spool, name):
             try:
                 result = orjson.loads(path.read_bytes())
             except (OSError, orjson.JSONDecodeError):
                 continue
+            final = result.get("progress")
+            if isinstance(final, dict) and orjson.dumps(final) != orjson.dumps(last_shown):
+                # the end state, even when the job outran the polling
+                _show_progress(one_line_all(final), tty)
             return _report(one_line_all(result), path, tty)
         try:
             raw = progress_file.read_bytes()
@@ -62,7 +68,7 @@ def follow(config: Config, name: str, timeout: float | None = None) -> int:
         except (OSError, orjson.JSONDecodeError):
             raw, progress = b"", None
         if isinstance(progress, dict):
-            shown = raw
+            shown, last_shown = raw, progress
             _show_progress(one_line_all(progress), tty)
         if running_pid(config.paths.state / "lock") is None:
             print("\nwatcher: the service stopped before the job finished", file=sys.stderr)

@@ -10,7 +10,8 @@ Steps, with ``T`` the UTC timestamp of the run:
 3. Carry the live maint file into the staged data directory (a hard link, so the same
    file; a copy where links are impossible).
 4. Swap each directory: ``renameat2(RENAME_EXCHANGE)`` swaps staged and live atomically,
-   then the old one is renamed to ``mw/data_bak.<T>`` / ``mw/file_bak.<T>``. Because the
+   then the old one is renamed to ``mw/data_bak`` / ``mw/file_bak`` (the manual's names),
+   or ``mw/data_bak.<T>`` / ``mw/file_bak.<T>`` when those are taken. Because the
    staged data directory already holds the maint file, ``mw/data/maint`` exists at every
    instant: the application stays in maintenance and watcher sees no release. Where the
    filesystem cannot exchange, two renames are used and the maint file is missing for the
@@ -20,8 +21,13 @@ Steps, with ``T`` the UTC timestamp of the run:
    directory's link is removed.
 
 Any failure in 2–4 removes the staged directories and undoes the renames in reverse, so the
-originals are back where they were (``restore_failed``). Archives (``mw/back<ID>``) are in
-a set but not restored: they are read-only and never change.
+originals are back where they were (``restore_failed``).
+
+Archives (``mw/back<ID>``) are in a set but restored only when asked (``archives=true``):
+each ``back<ID>`` of the set is staged (read-only bits) and swapped in the same way, the
+live one (its ``chattr +i`` cleared first) set aside as ``back<ID>_bak``; the restored ones
+get ``chattr +i`` again when ``archive.immutable``. Live archives the set lacks are left
+alone, as are all live archives by default: they are read-only and never change.
 """
 
 from __future__ import annotations
@@ -32,15 +38,15 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
-from watcher.jobs.backup import copy_meta, set_path
-from watcher.jobs.base import DataPaths, JobContext, JobFailed, Progress
+from watcher.jobs.archive import make_read_only
+from watcher.jobs.backup import copy_meta
+from watcher.jobs.base import ArgumentError, DataPaths, JobContext, JobFailed, Progress
 from watcher.jobs.manifest import (
     Entry,
     Meter,
@@ -52,21 +58,13 @@ from watcher.jobs.manifest import (
     remove_tree,
     verify_manifest,
 )
+from watcher.jobs.restoreplan import Swap, archive_swaps, data_swaps
 from watcher.jobs.space import require_space
 from watcher.system.atomic import exchange
 from watcher.system.filemodes import chmod_copied
+from watcher.system.immutable import is_immutable, set_immutable
 
 Undo = list[Callable[[], object]]
-
-
-@dataclass(frozen=True)
-class _Swap:
-    """One live directory, the set's copy of it, and the names used while swapping."""
-
-    live: Path
-    source: Path
-    staged: Path
-    bak: Path
 
 
 def restore(
@@ -74,15 +72,22 @@ def restore(
     source: Path,
     *,
     now: datetime,
+    archives: bool = False,
+    immutable: bool = True,
     progress: Callable[[Progress], None] = lambda _p: None,
     cancelled: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Verify the set at ``source`` and swap it in for the live data; the job's core."""
+    """Verify the set at ``source`` and swap it in for the live data; the job's core.
+
+    ``archives``: also swap in the set's ``back<ID>`` directories (``immutable``: ``chattr
+    +i`` on the restored ones, as the archive job does).
+    """
     entries = _verified_entries(source)
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    swaps = [_plan(live, source, paths.data_dir, stamp) for live in (paths.data, paths.files)]
+    swaps = data_swaps(paths, source, stamp)
     if not swaps[0].source.is_dir():
         raise JobFailed("manifest_invalid", f"backup set {source} holds no {swaps[0].source.name}")
+    swaps += archive_swaps(paths, source, stamp) if archives else []
     wanted = [e for e in entries.values() if any(_under(e.path, s, source) for s in swaps)]
     require_space(sum(e.size for e in wanted), paths.data.parent, "restore")
     meter = Meter(progress, len(wanted), sum(e.size for e in wanted), "restore")
@@ -99,12 +104,29 @@ def restore(
     if carried is not None:
         _settle_maint(paths.maint_file, swaps[0], carried)
     bak = [str(s.bak) if had else None for s, had in zip(swaps, had_live, strict=True)]
-    return {
+    result: dict[str, Any] = {
         "from": str(source),
         "data_bak": bak[0],
         "file_bak": bak[1],
         "files": meter.files,
         "bytes": meter.bytes,
+    }
+    if archives:
+        result.update(_sealed(swaps[2:], bak[2:], immutable))
+    return result
+
+
+def _sealed(swaps: list[Swap], baks: list[str | None], immutable: bool) -> dict[str, Any]:
+    """``chattr +i`` on the restored archives; what was restored and set aside, for the result."""
+    problems = [set_immutable(s.live, True) if immutable else None for s in swaps]
+    problem = next((p for p in problems if p is not None), None)
+    if not immutable:
+        problem = "not asked (archive.immutable = false)"
+    return {
+        "archives": [str(s.live) for s in swaps],
+        "archives_bak": [b for b in baks if b is not None],
+        "immutable": bool(swaps) and problem is None,
+        "immutable_problem": problem if swaps else None,
     }
 
 
@@ -132,29 +154,13 @@ def _verified_entries(source: Path) -> dict[str, Entry]:
     return {e.path: e for e in read_manifest(source)[1]}
 
 
-def _plan(live: Path, source: Path, data_dir: Path, stamp: str) -> _Swap:
-    """Names for swapping ``live``: its copy in the set, staging and backup directories."""
-    staged = _unused(live.with_name(f"{live.name}.restore.{stamp}"))
-    bak = _unused(live.with_name(f"{live.name}_bak.{stamp}"))
-    return _Swap(live, source / set_path(live, data_dir), staged, bak)
-
-
-def _unused(path: Path) -> Path:
-    """``path``, or ``path-1``, ``path-2`` … if it is taken."""
-    candidate, n = path, 0
-    while candidate.exists() or candidate.is_symlink():
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-    return candidate
-
-
-def _under(rel: str, swap: _Swap, source: Path) -> bool:
+def _under(rel: str, swap: Swap, source: Path) -> bool:
     """Whether the set path ``rel`` lies in the set's copy of ``swap.live``."""
     return (source / rel).is_relative_to(swap.source)
 
 
 def _stage(
-    swap: _Swap,
+    swap: Swap,
     source: Path,
     entries: Mapping[str, Entry],
     maint: Path,
@@ -184,6 +190,8 @@ def _stage(
             meter.add(1, entry.size)
     for src, dst in reversed(dirs):
         copy_meta(src, dst)
+    if swap.archive:
+        make_read_only(swap.staged)
 
 
 def _copy_checked(src: Path, dst: Path, entry: Entry) -> None:
@@ -193,7 +201,7 @@ def _copy_checked(src: Path, dst: Path, entry: Entry) -> None:
         raise JobFailed("restore_failed", f"{src} changed after it was verified")
 
 
-def _carry_maint(maint: Path, data: _Swap) -> int | None:
+def _carry_maint(maint: Path, data: Swap) -> int | None:
     """Put the live maint file into the staged data directory; its inode, or None."""
     if not maint.is_relative_to(data.live):
         return None
@@ -216,12 +224,14 @@ def _replace_with_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _swap_in(swap: _Swap, undo: Undo) -> bool:
+def _swap_in(swap: Swap, undo: Undo) -> bool:
     """Put ``swap.staged`` at ``swap.live`` and the old one at ``swap.bak``; was there one?"""
     if not swap.live.exists():
         os.rename(swap.staged, swap.live)
         undo.append(functools.partial(os.rename, swap.live, swap.staged))
         return False
+    if swap.archive:
+        _thaw(swap.live, undo)
     if exchange(swap.staged, swap.live):
         undo.append(functools.partial(exchange, swap.staged, swap.live))
         os.rename(swap.staged, swap.bak)
@@ -234,7 +244,17 @@ def _swap_in(swap: _Swap, undo: Undo) -> bool:
     return True
 
 
-def _roll_back(undo: Undo, swaps: list[_Swap]) -> list[str]:
+def _thaw(archive: Path, undo: Undo) -> None:
+    """Clear ``chattr +i`` on a live archive so it can be renamed aside (again on undo)."""
+    frozen = is_immutable(archive)
+    problem = set_immutable(archive, False)
+    if frozen and problem is not None:
+        raise JobFailed("restore_failed", f"{archive} is immutable and stays so: {problem}")
+    if frozen:
+        undo.append(functools.partial(set_immutable, archive, True))
+
+
+def _roll_back(undo: Undo, swaps: list[Swap]) -> list[str]:
     """Undo the renames done so far, newest first, then drop the staged copies; the errors."""
     errors = []
     steps: Undo = [*reversed(undo), *(functools.partial(remove_tree, s.staged) for s in swaps)]
@@ -246,7 +266,7 @@ def _roll_back(undo: Undo, swaps: list[_Swap]) -> list[str]:
     return errors
 
 
-def _settle_maint(maint: Path, data: _Swap, carried: int) -> None:
+def _settle_maint(maint: Path, data: Swap, carried: int) -> None:
     """Apply a change the old maint file saw during staging; drop the old directory's link."""
     old = data.bak / maint.relative_to(data.live)
     with contextlib.suppress(OSError):
@@ -267,9 +287,15 @@ class RestoreJob:
     path_args: tuple[str, ...] = ("from",)
 
     def check_args(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``from``: the absolute path of a backup set directory (required)."""
-        reject_unknown(args, ("from",))
-        return {"from": path_arg(args, "from")}
+        """``from``: the absolute path of a backup set directory (required); ``archives``:
+        also restore the set's ``back<ID>`` directories (true or false, default false)."""
+        reject_unknown(args, ("from", "archives"))
+        archives = args.get("archives", False)
+        if isinstance(archives, str) and archives.lower() in ("true", "false"):
+            archives = archives.lower() == "true"
+        if not isinstance(archives, bool):
+            raise ArgumentError(f"archives: expected true or false, got {archives!r}")
+        return {"from": path_arg(args, "from"), "archives": archives}
 
     async def run(self, ctx: JobContext) -> Mapping[str, Any]:
         """Run the restore in a worker thread."""
@@ -279,6 +305,8 @@ class RestoreJob:
             ctx.paths,
             Path(args["from"]),
             now=ctx.now(),
+            archives=args["archives"],
+            immutable=ctx.archive.immutable,
             progress=ctx.progress,
             cancelled=ctx.cancelled,
         )

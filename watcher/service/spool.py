@@ -12,7 +12,8 @@ which no other file can have while this one exists — and recovery claims it ag
 interrupted run it was instead of running it twice (issue 15: one fsync on a trigger's
 path to its job, not two). The file ends
 in ``done/`` or ``failed/`` with ``<name>.result.json``. Progress goes to ``.progress/``,
-best-effort (no fsync; a failed write is skipped).
+best-effort (no fsync; a failed write is skipped); the last report is also kept in the
+result (``progress``), so a follower that polled too rarely still sees how far it got.
 
 After a crash, a claimed trigger that never started simply runs; one that started and never
 finished is ``job.interrupted`` and goes to ``failed/``. It runs again only when its job is
@@ -346,16 +347,22 @@ class Spool:
                     "the job did not start",
                 ) from None
 
+        last: list[dict[str, Any]] = []  # the job's latest progress, kept in its result
+
+        def outcome_doc(outcome: JobOutcome) -> dict[str, Any]:
+            return {**outcome.to_dict(), **({"progress": last[0]} if last else {})}
+
         def done(outcome: JobOutcome) -> None:
-            self._finish(ident, name, outcome.status, outcome.to_dict())
+            self._finish(ident, name, outcome.status, outcome_doc(outcome))
 
         async def file(outcome: JobOutcome) -> None:
-            result = outcome.to_dict()
+            result = outcome_doc(outcome)
             failed = await self._filing.add((ident, name, outcome.status, result))
             if ident in failed:
                 self._not_filed(ident, name, outcome.status, result, failed[ident])
 
         def progress(p: Progress) -> None:
+            last[:] = [dict(p.__dict__)]
             with contextlib.suppress(OSError):  # best-effort: the next report replaces it
                 write_atomic(
                     self.progress_dir / f"{name}.json", orjson.dumps(p.__dict__), durable=False

@@ -21,10 +21,12 @@ is CREATE then CLOSE_WRITE) reach the callback once, so an operator's change is 
 once and its events reach the handlers sooner (issue 15). A large burst is read in several
 buffers, each its own loop callback, so other work runs between them.
 
-Supervision: a directory that does not exist or vanishes (``IN_IGNORED``, e.g. ``mw/data``
-deleted) is re-armed when it reappears, checked on every tick with back-off on failure; the
-inotify watch limit (ENOSPC) or no inotify at all falls back to polling. Each fallback is a
-``watch.degraded`` event and each recovery ``watch.restored``.
+Supervision: a directory replaced by another renamed into its place (a restore's swap of
+``mw/data``) is re-armed on the new one at once, silently. One that does not exist or
+vanishes (``IN_IGNORED``, e.g. ``mw/data`` deleted) is re-armed when it reappears, checked
+on every tick with back-off on failure; the inotify watch limit (ENOSPC) or no inotify at
+all falls back to polling. Each fallback is a ``watch.degraded`` event and each recovery
+``watch.restored``.
 """
 
 from __future__ import annotations
@@ -238,6 +240,13 @@ class FlatWatcher:
                 self.inotify.rm_watch(d.watch)
         d.watch = None
         d.retry_at = 0.0
+        if d.path.is_dir() and not d.path.is_symlink():
+            # Replaced, not gone: a directory was renamed (or exchanged) into its place, as a
+            # restore swaps mw/data. Watch the new one at once; no degradation to report.
+            self._arm(d, anyio.current_time() if self._in_loop() else 0.0)
+            if d.watch is not None:
+                d.on_change(None, False)
+                return
         self._degraded(d, "directory vanished; waiting for it", "wait")
         d.on_change(None, False)
 
