@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -253,6 +254,30 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{cfg}: (file): no such file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n"), "nested too deeply"),
+        (lambda p: p.write_bytes(b'message = "\xff\xfe"\n'), "not UTF-8"),
+        (lambda p: os.mkfifo(p), "not a regular file"),
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: p.write_text("# " + "x" * (1024 * 1024) + "\n"), "larger than 1024 KiB"),
+    ],
+    ids=["deep-nesting", "not-utf8", "fifo", "directory", "huge"],
+)
+def test_unreadable_config_file_is_one_line_exit_2(
+    tmp_path: Path, make: Callable[[Path], object], reason: str
+) -> None:
+    """A config nested too deep, not UTF-8, a FIFO, a directory, huge: one line, exit 2, no hang."""
+    cfg = tmp_path / "watcher.toml"
+    make(cfg)
+    result = cli("config", "check", config=cfg, timeout=CLI_TIMEOUT)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{cfg}: " in result.stderr and reason in result.stderr
 
 
 def test_valid_config_is_typed(tmp_path: Path, plain_dir: Path) -> None:

@@ -18,6 +18,7 @@ import itertools
 import os
 import re
 import socket
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -904,15 +905,45 @@ def find_config(explicit: Path | None) -> Path | None:
 
 def load_config(path: Path | None, checks: PluginChecks, data_dir: Path | None = None) -> Config:
     """Read and validate the config file (``None``: defaults only)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as f:
-                raw = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError([Problem(str(path), "(file)", "no such file")]) from None
-        except OSError as exc:
-            raise ConfigError([Problem(str(path), "(file)", exc.strerror or str(exc))]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([Problem(str(path), "(syntax)", str(exc))]) from None
+    raw = {} if path is None else read_toml(path)
     return build_config(raw, source=path, checks=checks, data_dir=data_dir)
+
+
+MAX_CONFIG_SIZE = 1024 * 1024  # a config file is a few KiB; more is a mistake (or /dev/zero)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed file; ``ConfigError`` for a missing, non-regular, huge or unparsable one.
+
+    Opened without blocking (a FIFO given as ``--config`` must not hang the command) and
+    read at most ``MAX_CONFIG_SIZE + 1`` bytes; nesting too deep for the parser
+    (``RecursionError``) and bytes that are not UTF-8 are syntax errors like any other.
+    """
+
+    def problem(key: str, reason: str) -> ConfigError:
+        return ConfigError([Problem(str(path), key, reason)])
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise problem("(file)", "no such file") from None
+    except OSError as exc:
+        raise problem("(file)", exc.strerror or str(exc)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise problem("(file)", "not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_CONFIG_SIZE + 1)
+        except OSError as exc:
+            raise problem("(file)", exc.strerror or str(exc)) from None
+    if len(data) > MAX_CONFIG_SIZE:
+        raise problem("(file)", f"larger than {MAX_CONFIG_SIZE // 1024} KiB")
+    try:
+        return tomllib.loads(data.decode())
+    except UnicodeDecodeError as exc:
+        raise problem("(syntax)", f"not UTF-8 (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise problem("(syntax)", str(exc)) from None
+    except RecursionError:
+        raise problem("(syntax)", "arrays or tables nested too deeply") from None
