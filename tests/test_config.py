@@ -373,3 +373,20 @@ def test_run_data_dir_option_overrides_the_file(
     assert ready["watcher"]["data_dir"] == str(data_dir)
     assert proc.stop() == 0
     assert not (other / "mw").exists()
+
+
+def test_huge_value_is_quoted_shortened(tmp_path: Path, plain_dir: Path) -> None:
+    """A 300 kB wrong value is quoted cut in its middle: the error stays one short line."""
+    cfg = config_file(tmp_path, plain_dir, HEAD + f'[watch]\npoll_interval = "{"x" * 300_000}"\n')
+    result = cli("config", "check", config=cfg, timeout=CLI_TIMEOUT)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert len(line) < 400 and "…" in line and line.endswith('e.g. "30s"')
+
+
+def test_job_name_of_wrong_type_is_one_problem(tmp_path: Path, plain_dir: Path) -> None:
+    """``name = 5`` is reported once (wrong type), not also as a missing name."""
+    cfg = config_file(tmp_path, plain_dir, HEAD + '[[jobs]]\nname = 5\ntype = "dbcheck"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(cfg)
+    assert [p.reason for p in caught.value.problems] == ["expected a string, got int"]

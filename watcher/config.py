@@ -60,7 +60,18 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.reason}"
+        return f"{self.file}: {self.key}: {shortened(self.reason)}"
+
+
+MAX_REASON = 240  # a reason quoting a huge value is cut in its middle, keeping the hint
+
+
+def shortened(text: str, limit: int = MAX_REASON) -> str:
+    """``text``, or its start and end around ``…`` when longer than ``limit``."""
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return f"{text[:head]}…{text[len(text) - (limit - head - 1) :]}"
 
 
 class ConfigError(Exception):
@@ -571,7 +582,8 @@ def _job(raw: object, key: str, granularity: int, out: _Collector) -> JobConfig 
     section = _Section(raw, key, out)
     name = section.get("name", _string, "")
     job_type = section.get("type", _string, name)
-    if not name:
+    mistyped = section.has("name") and not isinstance(section.raw("name"), str)
+    if not name and not mistyped:  # a name of the wrong type is reported already
         out.add(section.key("name"), "every job needs a name")
     at = section.get("at", lambda v: parse_time_of_day(v, granularity), None)
     days = section.get("days", _weekdays, None)
