@@ -31,7 +31,7 @@ Sections = dict[str, dict[str, str]]  # table → key → TOML literal
 # (table, key, bad literals): each value is wrong for its key
 BAD_VALUES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "timezone", ('"Mars/Olympus"', '"../../etc/passwd"', '""', "5", '"UTC\\u0000"')),
-    ("", "data_dir", ('"/nonexistent/watcher-faults"', "7", '""', "[]", '"/etc/passwd"')),
+    ("", "data_dir", ('"/nonexistent/watcher-faults"', "7", "[]", '"/etc/passwd"')),
     ("watch", "mode", ('"psychic"', "1", '""', "true")),
     ("watch", "poll_interval", ('"fast"', '"-1s"', '"0s"', "[]", '"1 fortnight"', '"nan s"')),
     ("maintenance", "granularity", ('"7m"', '"0m"', '"-10m"', "true", '"25h"')),

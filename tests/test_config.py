@@ -390,3 +390,11 @@ def test_job_name_of_wrong_type_is_one_problem(tmp_path: Path, plain_dir: Path) 
     with pytest.raises(ConfigError) as caught:
         load_config(cfg)
     assert [p.reason for p in caught.value.problems] == ["expected a string, got int"]
+
+
+def test_data_dir_of_wrong_type_is_one_problem(tmp_path: Path) -> None:
+    """``data_dir = 7`` is reported once (wrong type), not also as missing."""
+    cfg = write_config(tmp_path / "watcher.toml", "data_dir = 7\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(cfg)
+    assert [p.reason for p in caught.value.problems] == ["expected a string, got int"]

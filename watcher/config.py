@@ -722,7 +722,8 @@ def build_config(
     if data_dir is None and configured is not None:
         data_dir = base / configured
     if data_dir is None:
-        out.add("data_dir", "required: set data_dir in the config or pass --data-dir")
+        if not top.has("data_dir"):  # a data_dir of the wrong type is reported already
+            out.add("data_dir", "required: set data_dir in the config or pass --data-dir")
         data_dir = Path("/nonexistent")
     data_dir = data_dir.absolute()
     if (configured is not None or data_dir != Path("/nonexistent")) and not data_dir.is_dir():
