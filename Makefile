@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= var/demo
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench faults venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ run: $(STAMP)
 	exec $(BIN)/watcher run --config config/demo.toml --data-dir $(DEMO)
 
 lint: $(STAMP)
-	$(BIN)/ruff check watcher tests bench
+	$(BIN)/ruff check watcher tests bench faults
 	$(BIN)/mypy --strict watcher
 	$(BIN)/lint-imports
 
@@ -33,6 +33,11 @@ test: lint
 bench: $(STAMP)
 	bash scripts/test-setup
 	$(BIN)/python -m bench
+
+# The fault suite (README "Reliability"): not part of `make test`; exits 1 on any loss.
+faults: $(STAMP)
+	bash scripts/test-setup
+	$(BIN)/python -m faults
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

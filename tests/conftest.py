@@ -134,6 +134,24 @@ class ServiceProcess:
             )
         return event
 
+    def wait_count(
+        self, actions: tuple[str, ...], n: int, after: int = 0, timeout: float = WAIT
+    ) -> int:
+        """Wait until ``n`` events with one of ``actions`` are seen from ``after``, or fail."""
+
+        def count() -> int:
+            return sum(1 for e in self.events[after:] if e["event"]["action"] in actions)
+
+        with self._cond:
+            self._cond.wait_for(lambda: count() >= n or self.proc.poll() is not None, timeout)
+            seen = count()
+        if seen < n:
+            raise AssertionError(
+                f"{seen} of {n} {'/'.join(actions)} events (exit={self.proc.poll()}, "
+                f"stderr={self.stderr[-2000:]!r})"
+            )
+        return seen
+
     def mark(self) -> int:
         """The index of the next event, to wait only for what happens after now."""
         with self._cond:

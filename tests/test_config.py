@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -255,6 +256,30 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     assert f"{cfg}: (file): no such file" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n"), "nested too deeply"),
+        (lambda p: p.write_bytes(b'message = "\xff\xfe"\n'), "not UTF-8"),
+        (lambda p: os.mkfifo(p), "not a regular file"),
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: p.write_text("# " + "x" * (1024 * 1024) + "\n"), "larger than 1024 KiB"),
+    ],
+    ids=["deep-nesting", "not-utf8", "fifo", "directory", "huge"],
+)
+def test_unreadable_config_file_is_one_line_exit_2(
+    tmp_path: Path, make: Callable[[Path], object], reason: str
+) -> None:
+    """A config nested too deep, not UTF-8, a FIFO, a directory, huge: one line, exit 2, no hang."""
+    cfg = tmp_path / "watcher.toml"
+    make(cfg)
+    result = cli("config", "check", config=cfg, timeout=CLI_TIMEOUT)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{cfg}: " in result.stderr and reason in result.stderr
+
+
 def test_valid_config_is_typed(tmp_path: Path, plain_dir: Path) -> None:
     """A valid file becomes typed records: seconds, minutes since midnight, levels, handlers."""
     text = (
@@ -348,3 +373,28 @@ def test_run_data_dir_option_overrides_the_file(
     assert ready["watcher"]["data_dir"] == str(data_dir)
     assert proc.stop() == 0
     assert not (other / "mw").exists()
+
+
+def test_huge_value_is_quoted_shortened(tmp_path: Path, plain_dir: Path) -> None:
+    """A 300 kB wrong value is quoted cut in its middle: the error stays one short line."""
+    cfg = config_file(tmp_path, plain_dir, HEAD + f'[watch]\npoll_interval = "{"x" * 300_000}"\n')
+    result = cli("config", "check", config=cfg, timeout=CLI_TIMEOUT)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert len(line) < 400 and "…" in line and line.endswith('e.g. "30s"')
+
+
+def test_job_name_of_wrong_type_is_one_problem(tmp_path: Path, plain_dir: Path) -> None:
+    """``name = 5`` is reported once (wrong type), not also as a missing name."""
+    cfg = config_file(tmp_path, plain_dir, HEAD + '[[jobs]]\nname = 5\ntype = "dbcheck"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(cfg)
+    assert [p.reason for p in caught.value.problems] == ["expected a string, got int"]
+
+
+def test_data_dir_of_wrong_type_is_one_problem(tmp_path: Path) -> None:
+    """``data_dir = 7`` is reported once (wrong type), not also as missing."""
+    cfg = write_config(tmp_path / "watcher.toml", "data_dir = 7\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(cfg)
+    assert [p.reason for p in caught.value.problems] == ["expected a string, got int"]

@@ -258,3 +258,27 @@ def test_enter_refuses_fields_that_are_not_strings(
     assert answer["ok"] is False, answer
     assert "--" in answer["message"], answer
     assert not maint(data_dir).exists()
+
+
+@pytest.mark.parametrize(
+    ("job", "args", "reason"),
+    [
+        ("zz-nosuch", {}, "unknown_job"),
+        ("dbcheck", {"argv": ["/bin/sh"]}, "bad_args"),
+        ("backup", {"dest": "/etc"}, "path_not_allowed"),
+    ],
+    ids=["unknown-job", "argv", "path"],
+)
+def test_trigger_the_spool_would_reject_is_refused(
+    data_dir: Path, service: Start, job: str, args: dict[str, Any], reason: str
+) -> None:
+    """A socket ``trigger`` the spool would reject is refused at once, and nothing is dropped."""
+    service()
+    request_ = {"op": "trigger", "job": job, "args": args}
+    answer = request(socket_path(data_dir / "mw" / "watcher"), request_)
+    assert answer["ok"] is False and reason in answer["message"], answer
+    spool = data_dir / "mw" / "spool"
+    assert sorted(p.name for p in spool.iterdir() if not p.name.startswith(".")) == [
+        "done",
+        "failed",
+    ]

@@ -18,6 +18,7 @@ import itertools
 import os
 import re
 import socket
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -59,7 +60,18 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.reason}"
+        return f"{self.file}: {self.key}: {shortened(self.reason)}"
+
+
+MAX_REASON = 240  # a reason quoting a huge value is cut in its middle, keeping the hint
+
+
+def shortened(text: str, limit: int = MAX_REASON) -> str:
+    """``text``, or its start and end around ``…`` when longer than ``limit``."""
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return f"{text[:head]}…{text[len(text) - (limit - head - 1) :]}"
 
 
 class ConfigError(Exception):
@@ -570,7 +582,8 @@ def _job(raw: object, key: str, granularity: int, out: _Collector) -> JobConfig 
     section = _Section(raw, key, out)
     name = section.get("name", _string, "")
     job_type = section.get("type", _string, name)
-    if not name:
+    mistyped = section.has("name") and not isinstance(section.raw("name"), str)
+    if not name and not mistyped:  # a name of the wrong type is reported already
         out.add(section.key("name"), "every job needs a name")
     at = section.get("at", lambda v: parse_time_of_day(v, granularity), None)
     days = section.get("days", _weekdays, None)
@@ -709,7 +722,8 @@ def build_config(
     if data_dir is None and configured is not None:
         data_dir = base / configured
     if data_dir is None:
-        out.add("data_dir", "required: set data_dir in the config or pass --data-dir")
+        if not top.has("data_dir"):  # a data_dir of the wrong type is reported already
+            out.add("data_dir", "required: set data_dir in the config or pass --data-dir")
         data_dir = Path("/nonexistent")
     data_dir = data_dir.absolute()
     if (configured is not None or data_dir != Path("/nonexistent")) and not data_dir.is_dir():
@@ -904,15 +918,45 @@ def find_config(explicit: Path | None) -> Path | None:
 
 def load_config(path: Path | None, checks: PluginChecks, data_dir: Path | None = None) -> Config:
     """Read and validate the config file (``None``: defaults only)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as f:
-                raw = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError([Problem(str(path), "(file)", "no such file")]) from None
-        except OSError as exc:
-            raise ConfigError([Problem(str(path), "(file)", exc.strerror or str(exc))]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([Problem(str(path), "(syntax)", str(exc))]) from None
+    raw = {} if path is None else read_toml(path)
     return build_config(raw, source=path, checks=checks, data_dir=data_dir)
+
+
+MAX_CONFIG_SIZE = 1024 * 1024  # a config file is a few KiB; more is a mistake (or /dev/zero)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed file; ``ConfigError`` for a missing, non-regular, huge or unparsable one.
+
+    Opened without blocking (a FIFO given as ``--config`` must not hang the command) and
+    read at most ``MAX_CONFIG_SIZE + 1`` bytes; nesting too deep for the parser
+    (``RecursionError``) and bytes that are not UTF-8 are syntax errors like any other.
+    """
+
+    def problem(key: str, reason: str) -> ConfigError:
+        return ConfigError([Problem(str(path), key, reason)])
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise problem("(file)", "no such file") from None
+    except OSError as exc:
+        raise problem("(file)", exc.strerror or str(exc)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise problem("(file)", "not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_CONFIG_SIZE + 1)
+        except OSError as exc:
+            raise problem("(file)", exc.strerror or str(exc)) from None
+    if len(data) > MAX_CONFIG_SIZE:
+        raise problem("(file)", f"larger than {MAX_CONFIG_SIZE // 1024} KiB")
+    try:
+        return tomllib.loads(data.decode())
+    except UnicodeDecodeError as exc:
+        raise problem("(syntax)", f"not UTF-8 (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise problem("(syntax)", str(exc)) from None
+    except RecursionError:
+        raise problem("(syntax)", "arrays or tables nested too deeply") from None

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from watcher.config import Config
 from watcher.service.operations import RequestError, enter, leave
+from watcher.service.spool import checked_request
 from watcher.sources.control import Answer, Peer
 from watcher.sources.triggerdrop import drop
+from watcher.sources.triggerfile import Rejected
 
 if TYPE_CHECKING:
     from watcher.service.controller import Controller
@@ -78,8 +80,13 @@ class Requests:
         job, args = request.get("job"), request.get("args", {})
         if not isinstance(job, str) or not isinstance(args, dict):
             return {"ok": False, "message": "a trigger request has a job name and an args object"}
+        config = self.config()
         try:
-            name = drop(self.config().paths.spool, job, args)
+            checked_request(config, job, args)  # what the spool would reject is refused now
+        except Rejected as exc:
+            return {"ok": False, "message": f"trigger refused ({exc.reason}): {exc.message}"}
+        try:
+            name = drop(config.paths.spool, job, args)
         except ValueError as exc:
             return {"ok": False, "message": str(exc)}
         except OSError as exc:

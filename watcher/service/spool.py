@@ -84,6 +84,31 @@ def job_config(config: Config, name: str) -> JobConfig | None:
     return found
 
 
+def checked_request(
+    cfg: Config, job_name: str, trigger_args: dict[str, Any]
+) -> tuple[JobConfig, Job, dict[str, Any]]:
+    """What a trigger asks (a job and its arguments) checked as the spool checks a file.
+
+    Raises ``Rejected``; used for trigger files and for ``trigger`` requests on the control
+    socket, so a request the spool would reject is refused at once instead of dropped.
+    """
+    check_trigger_args(trigger_args)
+    job = job_config(cfg, job_name)
+    if job is None:
+        raise Rejected("unknown_job", f"no job named {job_name!r}")
+    try:
+        impl = job_type(job.type)
+    except PluginError as exc:
+        raise Rejected("unknown_job", str(exc)) from None
+    confine_paths(trigger_args, getattr(impl, "path_args", ()), cfg.trigger.allowed_paths)
+    args = {**job.args, **trigger_args}
+    try:
+        impl.check_args(args)
+    except (ValueError, TypeError, OSError) as exc:  # ArgumentError is a ValueError
+        raise Rejected("bad_args", str(exc)) from None
+    return job, impl, args
+
+
 def moves_data(impl: object, type_name: str) -> bool:
     """Whether an interrupted run of this job type may have left data half-moved."""
     return bool(getattr(impl, "moves_data", type_name in DATA_MOVING_TYPES))
@@ -240,21 +265,7 @@ class Spool:
         check_file(st, *limits)
         content = read_trigger(path, *limits)[1] if name.endswith(".json") else None
         job_name, trigger_args = parse_trigger(name, content)
-        check_trigger_args(trigger_args)
-        job = job_config(cfg, job_name)
-        if job is None:
-            raise Rejected("unknown_job", f"no job named {job_name!r}")
-        try:
-            impl = job_type(job.type)
-        except PluginError as exc:
-            raise Rejected("unknown_job", str(exc)) from None
-        confine_paths(trigger_args, getattr(impl, "path_args", ()), cfg.trigger.allowed_paths)
-        args = {**job.args, **trigger_args}
-        try:
-            impl.check_args(args)
-        except (ValueError, TypeError, OSError) as exc:  # ArgumentError is a ValueError
-            raise Rejected("bad_args", str(exc)) from None
-        return job, impl, args
+        return checked_request(cfg, job_name, trigger_args)
 
     def _reject(
         self, path: Path, exc: Rejected, name: str, key: str, retry: Callable[[], None]
