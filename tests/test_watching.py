@@ -18,6 +18,7 @@ from watcher.events.record import Event
 from watcher.sources.watching import FlatWatcher
 from watcher.system.atomic import exchange
 
+
 @pytest.fixture
 def anyio_backend() -> str:
     """asyncio only: the service's loop."""
