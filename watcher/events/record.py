@@ -122,11 +122,23 @@ _LEVEL_STYLES = {
 }
 
 
+_last_json: tuple[Event, Origin, bytes] | None = None
+
+
 def render_json(event: Event, origin: Origin) -> bytes:
     """One JSON line (without the newline) as shipped to log pipelines: no raw line
-    separator of any kind inside (``safe_json``), so no text in it can forge a line."""
+    separator of any kind inside (``safe_json``), so no text in it can forge a line.
+
+    The last rendering is kept: the handlers an event goes to one after another (stdout and
+    a log file) render it once."""
+    global _last_json
+    last = _last_json
+    if last is not None and last[0] is event and last[1] is origin:
+        return last[2]
     rendered = _json_renderer(None, event.level, to_document(event, origin))
-    return safe_json(rendered if isinstance(rendered, bytes) else rendered.encode())
+    line = safe_json(rendered if isinstance(rendered, bytes) else rendered.encode())
+    _last_json = (event, origin, line)
+    return line
 
 
 def render_console(event: Event, origin: Origin, colour: bool = True) -> str:
