@@ -22,6 +22,11 @@ flatters the ratio. For (a) and (b) the same trials are run again with inotifywa
 watcher ≤ 2 × inotifywait alone at p50, besides DESIGN's p99 ≤ 5 ms). (c) keeps the beside
 figure only: its reference also shares the cores with the burst writer.
 
+A second reference, also alone, shows what a Python process costs by itself: a bare asyncio
+program (``FLOOR``: the inotify descriptor on the loop, one JSON line per event appended to
+a log file, read back the way watcher's is). It is the floor for any reaction written in
+Python with a log file in between; the verdict still uses inotifywait.
+
 Run alone: ``python -m bench.bench_maint [--quick]``.
 """
 
@@ -80,6 +85,27 @@ for i in range(1, count + 1):
     os.close(os.open(f"{folder}/f{i:05d}", os.O_WRONLY | os.O_CREAT, 0o644))
     if i % every == 0:
         print(i, flush=True)
+"""
+
+FLOOR = """\
+import asyncio, ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+libc.inotify_add_watch(fd, os.fsencode(sys.argv[1]), 0x100 | 0x200)  # IN_CREATE | IN_DELETE
+out = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND)
+def readable():
+    buf, at = os.read(fd, 65536), 0
+    while at < len(buf):
+        _wd, mask, _c, n = struct.unpack_from("iIII", buf, at)
+        name = buf[at + 16 : at + 16 + n].rstrip(bytes(1)).decode()
+        at += 16 + n
+        kind = "CREATE" if mask & 0x100 else "DELETE"
+        os.write(out, f'{{"floor":"{kind} {name}"}}\\n'.encode())
+async def main():
+    asyncio.get_running_loop().add_reader(fd, readable)
+    os.write(out, b'{"floor":"ready"}\\n')
+    await asyncio.Event().wait()
+asyncio.run(main())
 """
 
 
@@ -231,7 +257,12 @@ def bursts(rig: Rig, count: int) -> tuple[Samples, int]:
     return samples, during
 
 
-def latency_row(measure: str, samples: Samples, alone: list[float | None] | None = None) -> Row:
+def latency_row(
+    measure: str,
+    samples: Samples,
+    alone: list[float | None] | None = None,
+    floor: list[float | None] | None = None,
+) -> Row:
     """One row: watcher's and inotifywait's percentiles and misses, p50 and p99 ratios —
     against inotifywait alone when that was measured (and then also ≤ 2× at p50)."""
     ours, beside = Latency.of(samples.ours), Latency.of(samples.reference)
@@ -247,6 +278,8 @@ def latency_row(measure: str, samples: Samples, alone: list[float | None] | None
     reference = f"inotifywait beside watcher {beside.render(misses=True)}"
     if alone is not None:
         reference = f"inotifywait alone {ref.render(misses=True)}; {reference}"
+    if floor is not None:
+        reference += f"; bare Python asyncio reader → log file, alone {Latency.of(floor).render()}"
     passed = ours.p99 <= TARGET_P99_MS and ours.misses == 0
     if alone is not None:
         passed = passed and ours.p50 <= ALONE_RATIO * ref.p50
@@ -281,17 +314,54 @@ def reference_alone(data_dir: Path, count: int) -> dict[str, list[float | None]]
     return out
 
 
+def floor_alone(data_dir: Path, workdir: Path, count: int) -> dict[str, list[float | None]]:
+    """The same trials with only ``FLOOR`` (a bare Python asyncio reader) on ``data_dir``."""
+    reset(data_dir)
+    log_file = workdir / "maint-floor.log"
+    log_file.write_bytes(b"")
+    out: dict[str, list[float | None]] = {op.name: [] for op in (CREATE, DELETE)}
+    rng = random.Random(3)
+    tail = FileTail(log_file)
+    argv = [sys.executable, "-c", FLOOR, str(flag_dir(data_dir)), str(log_file)]
+    try:
+        with stopped_at_exit(spawn(argv)):
+            ready = wait_for({"r": (tail, contains(b"ready"))}, time.perf_counter_ns(), 30)
+            if ready["r"] is None:
+                raise RuntimeError("the Python floor reader was not ready within 30 s")
+            for i in range(WARMUP + count):
+                for op in (CREATE, DELETE):
+                    drain(tail)
+                    started = time.perf_counter_ns()
+                    op.act(maint_file(data_dir))
+                    found = wait_for({"r": (tail, contains(op.reference))}, started, MISS_AFTER)
+                    if i >= WARMUP:
+                        out[op.name].append(found["r"])
+                    time.sleep(rng.uniform(*SETTLE))
+    finally:
+        tail.close()
+    reset(data_dir)
+    return out
+
+
 def _p50_p99(values: list[float]) -> str:
     return f"p50 {percentile(values, 50):.2f} / p99 {percentile(values, 99):.2f} ms"
 
 
 def scenario_rows(
-    label: str, samples: dict[str, Samples], alone: dict[str, list[float | None]]
+    label: str,
+    samples: dict[str, Samples],
+    alone: dict[str, list[float | None]],
+    floor: dict[str, list[float | None]] | None = None,
 ) -> list[Row]:
     """The created and deleted rows for one data directory."""
     actions = {CREATE.name: "maintenance.adopted", DELETE.name: "released_by_operator"}
     return [
-        latency_row(f"maint file {name} → {actions[name]}, {label}", s, alone[name])
+        latency_row(
+            f"maint file {name} → {actions[name]}, {label}",
+            s,
+            alone[name],
+            floor[name] if floor is not None else None,
+        )
         for name, s in samples.items()
     ]
 
@@ -303,7 +373,9 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     rows: list[Row] = []
     with running(demo_dir(workdir), workdir) as rig:
         demo = cycles(rig, trials)
-    rows += scenario_rows("demo data dir", demo, reference_alone(demo_dir(workdir), trials))
+    alone = reference_alone(demo_dir(workdir), trials)
+    floor = floor_alone(demo_dir(workdir), workdir, trials)
+    rows += scenario_rows("demo data dir", demo, alone, floor)
     with running(tree_dir(workdir), workdir) as rig:
         tree = cycles(rig, trials)
         samples, during = bursts(rig, burst_count)

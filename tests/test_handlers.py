@@ -108,19 +108,23 @@ async def test_log_handler_writes_whole_json_lines(tmp_path: Path) -> None:
 
 
 def test_log_line_is_written_when_the_event_is_emitted(tmp_path: Path) -> None:
-    """With nothing queued ahead, the log line is in the file as soon as ``emit`` returns —
-    before any handler task has run — and later events keep their order."""
+    """Inside ``delivering_now`` with nothing queued ahead, the log line is in the file as soon
+    as ``emit`` returns — before any handler task has run — and later events keep their
+    order; outside it, events wait for the handler's task."""
     path = tmp_path / "events.log"
     handler = LogHandler(HandlerConfig(type="log", target=str(path), format="json"), ORIGIN)
     bus = EventBus()
     sub = bus.subscribe(Subscription("log", handler))
-    bus.emit("maintenance.adopted", "adopted")
-    bus.emit("maintenance.entered", "entered")
+    with bus.delivering_now():
+        bus.emit("maintenance.adopted", "adopted")
+        bus.emit("maintenance.entered", "entered")
+    bus.emit("maintenance.hold_added", "later")
+    assert len(sub.queue) == 1
     assert [d["event"]["action"] for d in json_lines(path)] == [
         "maintenance.adopted",
         "maintenance.entered",
     ]
-    assert sub.idle
+    assert not sub.idle
 
 
 @pytest.mark.asyncio
@@ -138,8 +142,9 @@ async def test_log_line_waits_in_the_queue_while_the_pipe_is_full(
             filler += os.write(write_end, b"x" * 4096)
     bus = EventBus()
     sub = bus.subscribe(Subscription("log", handler))
-    bus.emit("maintenance.entered", "entered")
-    bus.emit("maintenance.left", "left")
+    with bus.delivering_now():
+        bus.emit("maintenance.entered", "entered")
+        bus.emit("maintenance.left", "left")
     assert len(sub.queue) == 2  # nothing written, nothing lost
     os.set_blocking(read_end, True)
     received = b""

@@ -6,12 +6,15 @@ Each handler runs in its own task, one event at a time, under a per-event timeou
 A handler that raises or times out produces ``handler.failed`` (not delivered back to
 that handler, so a broken handler cannot feed itself) and goes on with the next event.
 
-Right away: a handler that can deliver an event without waiting says so with a
-``deliver_now(event) -> bool`` method (the log handler: one ``os.write`` that cannot block).
-When its queue is empty, ``offer`` calls it at once, so the line is out while the decision
-that emitted it is still being made — in order, since nothing is queued ahead of it. When
-it returns ``False`` (it would have to wait) or raises, the event is queued as before and
-the handler's task delivers it (and reports a failure) the usual way.
+Right away: inside ``EventBus.delivering_now()`` — the controller's reading of an
+operator's ``touch`` or ``rm``, whose truth is already on disk — a handler that can deliver
+an event without waiting (``deliver_now(event) -> bool``; the log handler: one ``os.write``
+that cannot block) gets it at once when its queue is empty, so the line is out while the
+decision is still being made, in order. Everywhere else events wait for the handler's task,
+i.e. until the code that emitted them is done: watcher's own decisions write the maint file
+first, so a handler that sees ``maintenance.entered`` finds the file. When ``deliver_now``
+returns ``False`` (it would have to wait) or raises, the event is queued and the task
+delivers it (and reports a failure) the usual way.
 
 Overload: a queue holds ``queue_size`` events. Past that, only ``debug`` events are
 dropped and counted (reported once a second as ``handler.dropped``); every other event
@@ -83,9 +86,16 @@ class Subscription:
             self._matches[event.action] = hit
         return hit
 
-    def offer(self, event: Event) -> bool:
-        """Queue the event; ``False`` when it was a debug event dropped for lack of room."""
-        if self._deliver_now is not None and not self.queue and not self.busy and not self.closing:
+    def offer(self, event: Event, now: bool = False) -> bool:
+        """Queue the event (or, ``now``, deliver it at once when it can be); ``False`` when it
+        was a debug event dropped for lack of room."""
+        if (
+            now
+            and self._deliver_now is not None
+            and not self.queue
+            and not self.busy
+            and not self.closing
+        ):
             try:
                 if self._deliver_now(event):
                     return True
@@ -167,6 +177,7 @@ class EventBus:
         self.on_no_space: list[Callable[[], None]] = []  # a handler's write hit ENOSPC/EDQUOT
         self.context = context
         self.sequence = 0
+        self.now = False  # inside delivering_now()
         self._drops_pending = anyio.Event()
         self._settled = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -206,11 +217,21 @@ class EventBus:
         if event.sequence == 0:
             self.sequence += 1
             event = replace(event, sequence=self.sequence)
+        for sub in self.subscriptions:  # handlers first: a log line is on its way soonest
+            if sub.wants(event) and not sub.offer(event, self.now):
+                self._drops_pending.set()
         for tap in self.taps:
             tap(event)
-        for sub in self.subscriptions:
-            if sub.wants(event) and not sub.offer(event):
-                self._drops_pending.set()
+
+    @contextmanager
+    def delivering_now(self) -> Iterator[None]:
+        """Events emitted inside go to handlers that can take them at once (see the module
+        docstring): only where what they report is already on disk."""
+        outer, self.now = self.now, True
+        try:
+            yield
+        finally:
+            self.now = outer
 
     def settled(self) -> None:
         """Called by a subscription whose queue ran empty."""

@@ -195,7 +195,8 @@ class Controller:
             return self._observe()
         self.autoflush = False
         try:
-            return self._observe()
+            with self.bus.delivering_now():  # what an operator did is on disk already
+                return self._observe()
         finally:
             self.autoflush = True
 
