@@ -130,14 +130,14 @@ def test_secrets_never_appear_in_events_outputs_or_files(
     """A unique webhook secret, cluster password and release token are all used (signed
     posts, Redis auth, a release by the page) yet none shows in the service's JSON lines or
     stderr, a log file, the data dir's files, history, the HTTP pages, ``status [--json]``,
-    ``diagnose [--json]`` or ``config check``."""
+    ``diagnose [--json]``, ``config check``, or the output of a command job and a command
+    handler that print their whole environment."""
     tag = uuid.uuid4().hex
     hook_secret, password, token = f"hook-{tag}", f"redis-{tag}", f"release-{tag}"
     secrets = (hook_secret, password, token)
     redis = RedisServer(tmp_path / "redis", "--requirepass", password).start()
     receiver = Server(lambda _n: (204, b""))
     try:
-        pw_file = write_config(tmp_path / "redis.pass", password + "\n")
         token_file = write_config(tmp_path / "release.token", token + "\n")
         log_file = tmp_path / "events.json"
         config = write_config(
@@ -146,7 +146,15 @@ def test_secrets_never_appear_in_events_outputs_or_files(
 [cluster]
 url = "{redis.url}"
 host_id = "h1"
-password_file = "{pw_file}"
+password_env = "REDIS_PW"
+[[jobs]]
+name = "env"
+type = "command"
+argv = ["{sys.executable}", "-c", "import os; print(dict(os.environ)); exit(1)"]
+[[handlers]]
+type = "command"
+events = ["maintenance.entered"]
+argv = ["{sys.executable}", "-c", "import os; exit(str(dict(os.environ)))"]
 [[handlers]]
 type = "log"
 target = "stdout"
@@ -171,14 +179,14 @@ listen = "127.0.0.1:0"
 release_token_file = "{token_file}"
 """,
         )
-        env = {"HOOK_SECRET": hook_secret}
+        env = {"HOOK_SECRET": hook_secret, "REDIS_PW": password}
         proc = service(config, env=env)
         base = "http://" + proc.wait_for("service.ready")["watcher"]["http"]
         outputs = []
 
-        def run(*args: str) -> None:
+        def run(*args: str, code: int = 0) -> None:
             done = cli(*args, config=config, data_dir=data_dir, env=env)
-            assert done.returncode == 0, (args, done.stdout, done.stderr)
+            assert done.returncode == code, (args, done.stdout, done.stderr)
             outputs.append(done.stdout + done.stderr)
 
         run("enter", "--cluster", "-m", "fleet")
@@ -194,7 +202,10 @@ release_token_file = "{token_file}"
             assert done.status_code == 200
             proc.wait_for("maintenance.left", after=mark)
             outputs += [client.get(p).text for p in ("/", "/metrics", "/api/status")]
-        proc.wait_for("handler.failed")
+        proc.wait_for("handler.failed", where=lambda e: "WATCHER_EVENT_ACTION" in str(e))
+        run("trigger", "env", "--wait", code=1)  # a job and a handler that print their env
+        proc.wait_for("job.failed", where=lambda e: "WATCHER_JOB_NAME" in str(e))
+        proc.wait_for("handler.failed", where=lambda e: "Connect" in str(e))
         for args in (("status",), ("status", "--json"), ("status", "--cluster", "--json")):
             run(*args)
         for args in (("diagnose",), ("diagnose", "--json"), ("config", "check")):

@@ -276,7 +276,7 @@ def _environment(args: argparse.Namespace) -> str:
         Path(args.config) if args.config else None,
         Path(args.data_dir) if args.data_dir else None,
     )
-    return "Environment (watcher diagnose)\n" + format_report(report)
+    return "Environment (watcher diagnose)\n" + format_report(one_line_all(report))
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -287,9 +287,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         Path(args.data_dir) if args.data_dir else None,
     )
     if args.json:
-        text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
+        text = safe_json(orjson.dumps(report, option=orjson.OPT_INDENT_2)).decode()
     else:
-        text = format_report(report)
+        text = format_report(one_line_all(report))
     _deliver(text, args.output)
     if not report["config_check"]["ok"]:
         if args.output or not args.json:  # --json on stdout stays clean for its reader
@@ -297,7 +297,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             print(f"watcher: the configuration check failed (see {where})", file=sys.stderr)
         return EXIT_FAILURE
     if report.get("warnings"):
-        print(f"watcher: {report['warnings'][0]}", file=sys.stderr)
+        print(f"watcher: {one_line(report['warnings'][0])}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 

@@ -1,5 +1,7 @@
 """The ``command`` handler: run an argv (never a shell) with the event's JSON on stdin.
 
+Its environment is watcher's without the variables that hold watcher's secrets
+(``secret_env``, ``password_env``: ``watcher.system.secretenv``), plus ``WATCHER_EVENT_ACTION``.
 Each event starts the command in a new session; if it outlives the handler's timeout
 the whole process group is killed, so a hung script leaves nothing behind. A non-zero
 exit raises, which the bus reports as ``handler.failed``.
@@ -17,6 +19,7 @@ from anyio.abc import Process
 
 from watcher.config import HandlerConfig
 from watcher.events.record import Event, Origin, render_json
+from watcher.system.secretenv import child_environ
 
 
 class CommandFailed(RuntimeError):
@@ -34,7 +37,7 @@ class CommandHandler:
 
     async def __call__(self, event: Event) -> None:
         payload = render_json(event, self.origin) + b"\n"
-        env = {**os.environ, "WATCHER_EVENT_ACTION": event.action}
+        env = {**child_environ(), "WATCHER_EVENT_ACTION": event.action}
         process = await anyio.open_process(
             self.argv,
             stdin=subprocess.PIPE,

@@ -1,7 +1,8 @@
 """The ``command`` job: run an argv (never through a shell) with a timeout and the job's context.
 
 The process starts in a new session, so it leads its own process group and everything it
-starts stays in that group. Its environment is watcher's, plus the context's ``env``, plus
+starts stays in that group. Its environment is watcher's (without the variables that hold
+its secrets: ``secret_env``, ``password_env``), plus the context's ``env``, plus
 the job's ``env`` argument, plus ``WATCHER_JOB_NAME``, ``WATCHER_JOB_TYPE``,
 ``WATCHER_DATA_DIR`` and ``WATCHER_JOB_ARGS`` (the normalised arguments as JSON); the
 runner adds ``WATCHER_JOB_SOURCE`` (schedule, trigger) and ``WATCHER_TRIGGER`` (the trigger
@@ -34,6 +35,7 @@ import anyio.abc
 from watcher.core.units import parse_duration
 from watcher.jobs.base import ArgumentError, JobContext, JobFailed
 from watcher.jobs.manifest import reject_unknown
+from watcher.system.secretenv import child_environ
 
 TAIL_BYTES = 64 * 1024
 KILL_GRACE = 5.0
@@ -168,9 +170,10 @@ async def run_command(
 
 
 def job_env(ctx: JobContext, args: Mapping[str, Any]) -> dict[str, str]:
-    """The command's environment: ours, the context's, the job's, then the WATCHER_* variables."""
+    """The command's environment: ours (without the variables holding secrets), the
+    context's, the job's, then the WATCHER_* variables."""
     return {
-        **os.environ,
+        **child_environ(),
         **ctx.env,
         **args.get("env", {}),
         "WATCHER_JOB_NAME": ctx.name,

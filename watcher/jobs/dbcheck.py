@@ -421,8 +421,8 @@ def _optimise_lines(report: CheckReport) -> Iterator[str]:
 
 
 def format_report(report: CheckReport) -> str:
-    """Human-readable text of a run, as ``watcher check-db`` prints it (and the result log
-    keeps it); names and errors escaped (``one_line``), one line each."""
+    """Human-readable text of a run, as ``watcher check-db`` prints it; names and errors
+    escaped (``one_line``), one line each."""
     out = [
         f"Database check ({report.check}): {report.started.isoformat(timespec='seconds')}"
         f" – {report.finished.isoformat(timespec='seconds')}"

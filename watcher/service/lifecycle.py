@@ -42,6 +42,7 @@ from watcher.service.scheduler import Scheduler
 from watcher.service.spool import Spool
 from watcher.sources import control, treewatch
 from watcher.sources.watching import FlatWatcher
+from watcher.system import secretenv
 from watcher.system.lock import InstanceLock
 from watcher.system.sdnotify import Notifier
 from watcher.web.app import Broker, build_app
@@ -60,6 +61,7 @@ class Service:
         notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        hide_secrets(config)
         self.data_dir_override = data_dir_override
         self.origin = Origin(data_dir=str(config.data_dir))
         self.controller: Controller
@@ -449,6 +451,7 @@ class Service:
             return False
         # Everything is built and valid: only now does anything switch over.
         self.config = new
+        hide_secrets(new)
         self.runner.config = new
         self.controller.default_message = new.maintenance.message
         self.controller.tz = new.tz
@@ -488,3 +491,10 @@ def _read_token(path: Path) -> str | None:
 def _listening(address: str | None) -> dict[str, Any]:
     """``service.ready``'s ``http`` field (the bound HOST:PORT), only when listening."""
     return {"http": address} if address else {}
+
+
+def hide_secrets(config: Config) -> None:
+    """Keep the variables holding the webhook secrets and the cluster password from the
+    commands the service starts (``watcher.system.secretenv``)."""
+    names = [h.secret_env or "" for h in config.handlers]
+    secretenv.hide([*names, config.cluster.password_env])
