@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -271,15 +272,28 @@ def _verify(before: dict[str, tuple[int, int]], paths: DataPaths, result: dict) 
     assert (paths.data / "settings.ini").is_file()
 
 
-def _trial(pristine: Path, trial: Path, action: Callable[[DataPaths], object]) -> float:
-    """A fresh copy of ``pristine`` at ``trial`` and a sync (untimed), then ``action`` timed."""
+def _trial(
+    pristine: Path, trial: Path, action: Callable[[DataPaths], object]
+) -> tuple[float, float]:
+    """A fresh copy of ``pristine`` at ``trial`` and a sync (untimed), then ``action`` timed:
+    wall seconds, and CPU seconds of this process and of the children it waited for."""
     remove_tree(trial)
     subprocess.run(["cp", "-a", str(pristine), str(trial)], check=True)
     os.sync()
     paths = data_paths(trial)
+    cpu = _cpu()
     started = time.perf_counter()
     action(paths)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _cpu() - cpu
+
+
+def _cpu() -> float:
+    """User + system CPU seconds of this process and its waited-for children so far."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _spread(times: list[float]) -> str:
@@ -301,15 +315,18 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     trial = out / "trial"
     ours: list[float] = []
     reference: list[float] = []
+    cpu: dict[str, list[float]] = {"ours": [], "reference": []}
 
     def mine(paths: DataPaths) -> None:
         results.append(_ours(paths))
 
     results: list[dict[str, object]] = []
     for i in range(rounds):
-        pair = [(ours, mine), (reference, lambda p: _reference(cli, p))]
-        for times, action in pair if i % 2 == 0 else reversed(pair):
-            times.append(_trial(pristine, trial, action))
+        pair = [("ours", ours, mine), ("reference", reference, lambda p: _reference(cli, p))]
+        for who, times, action in pair if i % 2 == 0 else reversed(pair):
+            wall, used = _trial(pristine, trial, action)
+            times.append(wall)
+            cpu[who].append(used)
             if action is mine:
                 _verify(before, data_paths(trial), results[-1])
     remove_tree(out)
@@ -321,8 +338,11 @@ def run(workdir: Path, quick: bool) -> list[Row]:
                 f"archive of {old:,} of {total:,} rows (3 databases, {size:.0f} MB,"
                 f" {attachments} attachments) vs sqlite3 CLI INSERT … SELECT + DELETE"
             ),
-            "ours": f"{median(ours):.3f} s ({_spread(ours)})",
-            "reference": f"{median(reference):.3f} s, alone ({_spread(reference)})",
+            "ours": f"{median(ours):.3f} s ({_spread(ours)}); CPU {median(cpu['ours']):.2f} s",
+            "reference": (
+                f"{median(reference):.3f} s, alone ({_spread(reference)});"
+                f" CPU {median(cpu['reference']):.2f} s"
+            ),
             "ratio": ratio(median(ours), median(reference)),
             "target": "≤ 1.5×",
         }
