@@ -14,12 +14,13 @@ then times, on the rows dated before 2023-01-01 (half of them):
 - ours: the archive job's function, ``archive()``, as the service's ``archive`` job runs it
   in its worker thread (the job function directly, as the backup row measures backup):
   space pre-flight, journal, rows copied into ``back<ID>``, attachments moved, manifest,
-  fsyncs, the commit rename, the delete from live data. Checked after every trial: rows
-  left in live data and rows in the archive per table, attachments moved.
+  the single syncfs, the commit rename, the delete from live data. Checked after every
+  trial: rows left in live data and rows in the archive per table, attachments moved.
 - reference, measured alone: per database one ``sqlite3`` shell that ``ATTACH``es a new
   database and, in one transaction, creates the same table (and its index), ``INSERT …
   SELECT``s the same rows into it and ``DELETE``s them from the live table, with the live
-  database's journal mode and synchronous setting (the shell's defaults, as the app's).
+  database's journal mode and synchronous setting (the shell's defaults, as the app's);
+  checked the same way (row counts).
 
 Rounds alternate which goes first (5 rounds; quick: 3). Reports medians and their ratio.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -256,30 +258,52 @@ def _ours(paths: DataPaths) -> dict[str, object]:
     return archive(paths, BEFORE, now=datetime.now(UTC_ZONE), config=CONFIG)
 
 
+def _verify_reference(before: dict[str, tuple[int, int]], paths: DataPaths) -> None:
+    """The reference moved the same rows: old ones gone from live data and in its copy."""
+    _verify_rows(before, paths, paths.archive_root / "ref-back" / "data")
+
+
 def _verify(before: dict[str, tuple[int, int]], paths: DataPaths, result: dict) -> None:
     """Old rows gone from live data and in ``back1``, new rows kept, attachments moved."""
-    after = counts(paths)
     back = paths.archive_root / f"back{result['id']}" / "data"
+    _verify_rows(before, paths, back)
+    moved = sum(1 for p in (back.parent / "file").rglob("*.bin"))
+    assert moved == result["attachments"] > 0, (moved, result["attachments"])
+    assert (paths.data / "settings.ini").is_file()
+
+
+def _verify_rows(before: dict[str, tuple[int, int]], paths: DataPaths, back: Path) -> None:
+    after = counts(paths)
     for table in TABLES:
         old, new = before[table.name]
         assert after[table.name] == (0, new), (table.name, after[table.name], new)
         with closing(sqlite3.connect(f"file:{back / table.database}?mode=ro", uri=True)) as c:
             archived = c.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0]
         assert archived == old, (table.name, archived, old)
-    moved = sum(1 for p in (back.parent / "file").rglob("*.bin"))
-    assert moved == result["attachments"] > 0, (moved, result["attachments"])
-    assert (paths.data / "settings.ini").is_file()
 
 
-def _trial(pristine: Path, trial: Path, action: Callable[[DataPaths], object]) -> float:
-    """A fresh copy of ``pristine`` at ``trial`` and a sync (untimed), then ``action`` timed."""
+def _trial(
+    pristine: Path, trial: Path, action: Callable[[DataPaths], object]
+) -> tuple[float, float]:
+    """A fresh copy of ``pristine`` at ``trial`` and a sync (untimed), then ``action`` timed:
+    wall seconds, and CPU seconds of this process and of the children it waited for."""
     remove_tree(trial)
     subprocess.run(["cp", "-a", str(pristine), str(trial)], check=True)
     os.sync()
     paths = data_paths(trial)
+    cpu = _cpu()
     started = time.perf_counter()
     action(paths)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _cpu() - cpu
+
+
+def _cpu() -> float:
+    """User + system CPU seconds of this process and its waited-for children so far."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _spread(times: list[float]) -> str:
@@ -301,17 +325,22 @@ def run(workdir: Path, quick: bool) -> list[Row]:
     trial = out / "trial"
     ours: list[float] = []
     reference: list[float] = []
+    cpu: dict[str, list[float]] = {"ours": [], "reference": []}
 
     def mine(paths: DataPaths) -> None:
         results.append(_ours(paths))
 
     results: list[dict[str, object]] = []
     for i in range(rounds):
-        pair = [(ours, mine), (reference, lambda p: _reference(cli, p))]
-        for times, action in pair if i % 2 == 0 else reversed(pair):
-            times.append(_trial(pristine, trial, action))
+        pair = [("ours", ours, mine), ("reference", reference, lambda p: _reference(cli, p))]
+        for who, times, action in pair if i % 2 == 0 else reversed(pair):
+            wall, used = _trial(pristine, trial, action)
+            times.append(wall)
+            cpu[who].append(used)
             if action is mine:
                 _verify(before, data_paths(trial), results[-1])
+            else:
+                _verify_reference(before, data_paths(trial))
     remove_tree(out)
     size = sum(p.stat().st_size for p in (pristine / "mw" / "data").iterdir()) / 1e6
     attachments = results[-1]["attachments"]
@@ -321,8 +350,11 @@ def run(workdir: Path, quick: bool) -> list[Row]:
                 f"archive of {old:,} of {total:,} rows (3 databases, {size:.0f} MB,"
                 f" {attachments} attachments) vs sqlite3 CLI INSERT … SELECT + DELETE"
             ),
-            "ours": f"{median(ours):.3f} s ({_spread(ours)})",
-            "reference": f"{median(reference):.3f} s, alone ({_spread(reference)})",
+            "ours": f"{median(ours):.3f} s ({_spread(ours)}); CPU {median(cpu['ours']):.2f} s",
+            "reference": (
+                f"{median(reference):.3f} s, alone ({_spread(reference)});"
+                f" CPU {median(cpu['reference']):.2f} s"
+            ),
             "ratio": ratio(median(ours), median(reference)),
             "target": "≤ 1.5×",
         }

@@ -69,10 +69,11 @@ def hash_file(path: Path, *, stop: threading.Event | None = None) -> tuple[int, 
     A set ``stop`` ends the reading between chunks with ``JobFailed("cancelled")``.
     """
     digest = hashlib.sha256()
-    buf = bytearray(BUFFER_SIZE)
-    view = memoryview(buf)
     size = 0
     with open(path, "rb", buffering=0) as src:
+        # sized to the file: a fresh 1 MiB buffer per small attachment was most of the cost
+        buf = bytearray(min(BUFFER_SIZE, max(os.fstat(src.fileno()).st_size + 1, 1 << 16)))
+        view = memoryview(buf)
         while n := src.readinto(buf):
             if stop is not None:
                 raise_if_cancelled(stop, f"hashing {path}")
