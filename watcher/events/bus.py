@@ -14,7 +14,10 @@ decision is still being made, in order. Everywhere else events wait for the hand
 i.e. until the code that emitted them is done: watcher's own decisions write the maint file
 first, so a handler that sees ``maintenance.entered`` finds the file. When ``deliver_now``
 returns ``False`` (it would have to wait) or raises, the event is queued and the task
-delivers it (and reports a failure) the usual way.
+delivers it (and reports a failure) the usual way. After the first event of such a block
+the service yields the CPU once (``sched_yield``): the process reading that line (a log
+shipper, journald) runs now instead of waiting behind watcher's follow-up work — on two
+cores it otherwise waited about a millisecond (issue 15, bench_maint).
 
 Overload: a queue holds ``queue_size`` events. Past that, only ``debug`` events are
 dropped and counted (reported once a second as ``handler.dropped``); every other event
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -178,6 +182,7 @@ class EventBus:
         self.context = context
         self.sequence = 0
         self.now = False  # inside delivering_now()
+        self._yielded = False
         self._drops_pending = anyio.Event()
         self._settled = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -220,6 +225,9 @@ class EventBus:
         for sub in self.subscriptions:  # handlers first: a log line is on its way soonest
             if sub.wants(event) and not sub.offer(event, self.now):
                 self._drops_pending.set()
+        if self.now and not self._yielded:
+            self._yielded = True
+            os.sched_yield()  # let the line's reader run first (see the module docstring)
         for tap in self.taps:
             tap(event)
 
@@ -228,10 +236,11 @@ class EventBus:
         """Events emitted inside go to handlers that can take them at once (see the module
         docstring): only where what they report is already on disk."""
         outer, self.now = self.now, True
+        outer_yielded, self._yielded = self._yielded, False
         try:
             yield
         finally:
-            self.now = outer
+            self.now, self._yielded = outer, outer_yielded
 
     def settled(self) -> None:
         """Called by a subscription whose queue ran empty."""
