@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import ServiceProcess
 from watcher.demo import create_demo
 
 
@@ -67,3 +68,13 @@ def service_active(data_dir: Path) -> bool | None:
         return None
     active = answer.get("active")
     return active if isinstance(active, bool) else None
+
+
+def started(data_dir: Path, config: Path | None = None) -> ServiceProcess:
+    """``watcher run`` on the data dir, ready; killed if it never gets ready (no leak)."""
+    svc = ServiceProcess(data_dir, config)
+    try:
+        return svc.ready()
+    except BaseException:
+        svc.kill()
+        raise

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import (
+    WAIT,
     ServiceProcess,
     allowed_paths,
     drop_trigger,
@@ -175,23 +176,30 @@ def crash_round(
     read_state(data_dir, run, f"after kill #{index}")
 
 
-def settle(data_dir: Path, config: Path, run: Run) -> ServiceProcess:
+def settle(data_dir: Path, config: Path, run: Run, timeout: float = WAIT) -> ServiceProcess:
     """Start once more and wait until every trigger has settled.
 
     Maintenance jobs run one at a time in submission order, so once a dbcheck dropped
     after start-up has finished, every maintenance job queued before it has ended too;
-    the command jobs, which run beside them, are each awaited.
+    the command jobs, which run beside them, are each awaited. ``timeout`` bounds the wait
+    for that backlog (100 rounds leave more of it than 60). The service is killed if the
+    wait fails, so no process outlives the caller.
     """
     spool = data_dir / "mw" / "spool"
-    svc = ServiceProcess(data_dir, config).ready()
-    sentinel = "dbcheck.final"
-    mark = svc.mark()
-    (spool / sentinel).touch()
-    run.dropped[sentinel] = "dbcheck"
-    svc.wait_for("job.finished", ran(sentinel), after=mark)
-    for name, kind in sorted(run.dropped.items()):
-        if kind == "sleepy" and not filed_in(spool, name):
-            svc.wait_for("job.finished", ran(name))
+    svc = ServiceProcess(data_dir, config)
+    try:
+        svc.ready()
+        sentinel = "dbcheck.final"
+        mark = svc.mark()
+        (spool / sentinel).touch()
+        run.dropped[sentinel] = "dbcheck"
+        svc.wait_for("job.finished", ran(sentinel), after=mark, timeout=timeout)
+        for name, kind in sorted(run.dropped.items()):
+            if kind == "sleepy" and not filed_in(spool, name):
+                svc.wait_for("job.finished", ran(name), timeout=timeout)
+    except BaseException:
+        svc.kill()
+        raise
     return svc
 
 

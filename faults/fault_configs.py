@@ -43,7 +43,7 @@ BAD_VALUES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("trigger", "max_size", ('"-1KiB"', '"big"', "-5", '"1ZiB!"')),
     ("trigger", "max_concurrent", ("0", "-1", '"eight"', "2.5")),
     ("trigger", "allowed_uids", ('"root"', '["root"]', "[-1]", "5")),
-    ("trigger", "allowed_paths", ('"/backup"', "[1]", '["relative/path"]')),
+    ("trigger", "allowed_paths", ('"/backup"', "[1]", "[[]]")),
     ("control", "allowed_gids", ('"wheel"', "[true]", "3")),
     ("control", "group", ('"no-such-group-zz"', "[]", "-3")),
 )
@@ -64,7 +64,7 @@ BAD_WINDOWS = (
     'name = "w"\nstart = "02:00"\nend = "02:00"\n',
     'name = "w"\nstart = "02:05"\nend = "03:00"\n',
     'name = "w"\nstart = "02:00"\nend = "03:00"\ndays = ["someday"]\n',
-    'start = 2\nend = "03:00"\n',
+    'name = "w"\nstart = 2\nend = "03:00"\n',
 )
 BAD_HANDLERS = (
     'type = "webhook"\n',

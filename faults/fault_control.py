@@ -20,9 +20,8 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 
-from faults.context import Context, control_socket, raw_request, service_active
+from faults.context import Context, control_socket, raw_request, service_active, started
 from faults.report import Row, check, figure, zero
-from tests.conftest import ServiceProcess
 
 NAME = "bad control requests"
 TIMEOUT = 10.0
@@ -144,7 +143,7 @@ def run(ctx: Context) -> list[Row]:
     """Send the bad requests one after the other; count hangs, accepts, tracebacks."""
     count = 100 if ctx.quick else 1000
     data_dir = ctx.data_dir()
-    svc = ServiceProcess(data_dir).ready()
+    svc = started(data_dir)
     kinds = Counter[str]()
     outcomes = Counter[str]()
     hangs: list[str] = []

@@ -26,6 +26,7 @@ from faults.crash import (
 from faults.report import Row, figure, zero
 
 NAME = "kill -9"
+SETTLE_TIMEOUT = 600.0  # the backlog of 100 rounds, one maintenance job at a time
 
 
 def run(ctx: Context) -> list[Row]:
@@ -40,7 +41,7 @@ def run(ctx: Context) -> list[Row]:
             crash_round(index, data_dir, config, backups, crashes, ctx.rng)
         except Unparsable as exc:
             problems.append((UNPARSABLE, str(exc)))
-    last = settle(data_dir, config, crashes)
+    last = settle(data_dir, config, crashes, timeout=SETTLE_TIMEOUT)
     code = last.stop()
     tally(last, crashes)
     problems += final_problems(data_dir, ledger, crashes)

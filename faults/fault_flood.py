@@ -14,9 +14,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from faults.context import Context
+from faults.context import Context, started
 from faults.report import Row, exactly, figure, zero
-from tests.conftest import ServiceProcess, toml, write_config
+from tests.conftest import toml, write_config
 
 NAME = "2000 triggers"
 RECORD = 'printf "%s\\n" "$WATCHER_TRIGGER" >> "{ledger}"'
@@ -51,14 +51,14 @@ def run(ctx: Context) -> list[Row]:
     for n in names:
         (staging / n).write_bytes(body)
     spool = data_dir / "mw" / "spool"
-    svc = ServiceProcess(data_dir, config).ready()
+    svc = started(data_dir, config)
     try:
         mark = svc.mark()
-        started = time.monotonic()
+        began = time.monotonic()
         for n in names:
             os.rename(staging / n, spool / n)
         svc.wait_count(ENDED, count, after=mark, timeout=900)
-        drained = time.monotonic() - started
+        drained = time.monotonic() - began
         rss = peak_rss(svc.proc.pid)
     finally:
         code = svc.stop(60)

@@ -26,7 +26,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from faults.context import Context, request, service_active
+from faults.context import Context, request, service_active, started
 from faults.report import Row, exactly, zero
 from tests.conftest import Doc, ServiceProcess
 
@@ -49,7 +49,7 @@ def lowered_queue(limit: int) -> Iterator[None]:
 def started_with_small_queue(data_dir: Path) -> ServiceProcess:
     """The service, its inotify instances made while the queue limit was ``QUEUE``."""
     with lowered_queue(QUEUE):
-        return ServiceProcess(data_dir).ready()
+        return started(data_dir)
 
 
 def overflowed(e: Doc) -> bool:
@@ -124,7 +124,7 @@ def vanish_rounds(ctx: Context, rounds: int) -> list[Row]:
     data_dir = ctx.data_dir("vanish")
     data = data_dir / "mw" / "data"
     maint = data / "maint"
-    svc = ServiceProcess(data_dir).ready()
+    svc = started(data_dir)
     rearmed = mismatches = 0
     notes: list[str] = []
 

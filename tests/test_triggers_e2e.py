@@ -687,11 +687,16 @@ def test_cli_trigger_archive_wait(data_dir: Path, service: Start) -> None:
 
 
 def test_cli_trigger_wait_rejected(data_dir: Path, service: Start) -> None:
-    """``--wait`` on a trigger the service rejects prints the reason and exits 1."""
+    """A trigger the spool would reject is refused by the service at once: reason, exit 1."""
     service()
     done = cli("trigger", "archive", "--arg", "before=not-a-date", "--wait", data_dir=data_dir)
     assert done.returncode == 1, (done.stdout, done.stderr)
-    assert "rejected" in done.stdout and "bad_args" in done.stdout
+    assert "refused (bad_args)" in done.stderr and "not-a-date" in done.stderr, done.stderr
+    spool = data_dir / "mw" / "spool"
+    assert sorted(p.name for p in spool.iterdir() if not p.name.startswith(".")) == [
+        "done",
+        "failed",
+    ]
 
 
 def test_cli_trigger_wait_failed_job(data_dir: Path, tmp_path: Path, service: Start) -> None:
