@@ -152,3 +152,22 @@ def test_nothing_to_read_is_not_an_error(tmp_path: Path) -> None:
     watcher._readable(watcher.inotify.fd)
     assert calls == []
     watcher.inotify.close()
+
+
+def test_deleted_and_made_again_is_reported_and_restored_at_once(tmp_path: Path) -> None:
+    """A directory deleted and made again before the watch reads it is still a deletion:
+    ``watch.degraded``, then ``watch.restored`` right away, watching the new one."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    watcher, calls = armed(folder)
+    assert watcher.inotify is not None
+    with watcher.bus.capture() as events:
+        folder.rmdir()
+        folder.mkdir()
+        watcher._readable(watcher.inotify.fd)
+        assert [e.action for e in events] == ["watch.degraded", "watch.restored"]
+        calls.clear()
+        (folder / "maint").touch()
+        watcher._readable(watcher.inotify.fd)
+    assert calls == [("maint", True)]
+    watcher.inotify.close()

@@ -21,9 +21,10 @@ is CREATE then CLOSE_WRITE) reach the callback once, so an operator's change is 
 once and its events reach the handlers sooner (issue 15). A large burst is read in several
 buffers, each its own loop callback, so other work runs between them.
 
-Supervision: a directory replaced by another renamed into its place (a restore's swap of
-``mw/data``) is re-armed on the new one at once, silently. One that does not exist or
-vanishes (``IN_IGNORED``, e.g. ``mw/data`` deleted) is re-armed when it reappears, checked
+Supervision: a directory renamed away with another already in its place (a restore's swap
+of ``mw/data``: ``IN_MOVE_SELF``) is re-armed on the new one at once, silently. One that is
+deleted (``IN_DELETE_SELF``/``IN_IGNORED``) is reported even when it was made again at once
+(then restored at once); one that does not exist or vanishes is re-armed when it reappears, checked
 on every tick with back-off on failure; the inotify watch limit (ENOSPC) or no inotify at
 all falls back to polling. Each fallback is a ``watch.degraded`` event and each recovery
 ``watch.restored``.
@@ -63,6 +64,7 @@ READ_SIZE = 64 * 1024  # bytes per read: ~2000 events with short names
 _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 _OVERFLOW = int(Mask.Q_OVERFLOW)
 _GONE = int(Mask.IGNORED | Mask.DELETE_SELF | Mask.MOVE_SELF)
+_MOVED_AWAY = int(Mask.MOVE_SELF)
 
 # on_change(name, complete): name None means "anything may have changed: rescan";
 # complete means the file was renamed into place or closed by its writer.
@@ -206,7 +208,7 @@ class FlatWatcher:
             if mask & _GONE:
                 self._deliver(pending)
                 pending = None
-                self._lost(d)
+                self._lost(d, moved=bool(mask & _MOVED_AWAY))
                 continue
             complete = bool(mask & COMPLETE)
             if pending is not None and pending[0] is d and pending[1] == name:
@@ -233,21 +235,26 @@ class FlatWatcher:
         for d in self.dirs:
             d.on_change(None, False)
 
-    def _lost(self, d: WatchedDir) -> None:
+    def _lost(self, d: WatchedDir, *, moved: bool) -> None:
+        """The watched directory went away: deleted, or (``moved``) renamed away."""
         if d.watch is not None and self.inotify is not None:
             # The kernel may already have dropped it (IN_IGNORED).
             with contextlib.suppress(OSError, ValueError, KeyError):
                 self.inotify.rm_watch(d.watch)
         d.watch = None
         d.retry_at = 0.0
-        if d.path.is_dir() and not d.path.is_symlink():
-            # Replaced, not gone: a directory was renamed (or exchanged) into its place, as a
-            # restore swaps mw/data. Watch the new one at once; no degradation to report.
+        replaced = d.path.is_dir() and not d.path.is_symlink()
+        if not (moved and replaced):
+            self._degraded(d, "directory vanished; waiting for it", "wait")
+        if replaced:
+            # Moved away with another directory already in its place (a restore's swap of
+            # mw/data): watched at once, nothing to report. Deleted and already made again:
+            # reported above, and restored (with its rescan) by _arm now.
             self._arm(d, anyio.current_time() if self._in_loop() else 0.0)
             if d.watch is not None:
-                d.on_change(None, False)
+                if moved:
+                    d.on_change(None, False)
                 return
-        self._degraded(d, "directory vanished; waiting for it", "wait")
         d.on_change(None, False)
 
     def rearm(self) -> None:
