@@ -17,7 +17,7 @@ import os
 import signal
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -29,7 +29,6 @@ from watcher.events.bus import EventBus, Subscription
 from watcher.events.record import Origin
 from watcher.handlers import build_handler
 from watcher.registry import load_config
-from watcher.service.cluster import ClusterMirror
 from watcher.service.controller import Clock, Controller, utc_now
 from watcher.service.diskguard import DiskGuard
 from watcher.service.history import HistoryWriter
@@ -45,8 +44,10 @@ from watcher.sources.watching import FlatWatcher
 from watcher.system import secretenv
 from watcher.system.lock import InstanceLock
 from watcher.system.sdnotify import Notifier
-from watcher.web.app import Broker, build_app
-from watcher.web.app import serve as serve_http
+from watcher.web.broker import Broker
+
+if TYPE_CHECKING:
+    from watcher.service.cluster import ClusterMirror
 
 
 class Service:
@@ -100,6 +101,8 @@ class Service:
         )
         self.cluster: ClusterMirror | None = None
         if config.cluster.enabled:
+            from watcher.service.cluster import ClusterMirror  # redis only when configured
+
             self.cluster = ClusterMirror(
                 lambda: self.config,
                 self.bus,
@@ -148,6 +151,9 @@ class Service:
             self.metrics,
             self.config.paths.state / "history.db",
         )
+        from watcher.web.app import build_app  # aiohttp only when listening
+        from watcher.web.app import serve as serve_http
+
         app = build_app(view, self.broker, release=self._release if token else None, token=token)
         self.http_port = await tg.start(serve_http, app, host.strip("[]"), int(port))
         self.http_address = f"{host}:{self.http_port}"

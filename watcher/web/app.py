@@ -21,8 +21,8 @@ import orjson
 from aiohttp import web
 from anyio.abc import TaskStatus
 
-from watcher.events.record import Event
 from watcher.web import render
+from watcher.web.broker import Broker
 
 SSE_QUEUE = 256
 KEEPALIVE = 300.0  # seconds between SSE comments on a quiet stream (not a service tick)
@@ -34,37 +34,6 @@ class StatusSource(Protocol):
     async def status(self) -> dict[str, Any]: ...
 
     def metrics(self) -> bytes: ...
-
-
-class Broker:
-    """A bus handler fanning events out to the open SSE streams (dropping for slow readers)."""
-
-    def __init__(self) -> None:
-        self.streams: set[asyncio.Queue[bytes]] = set()
-        self.changed = anyio.Event()
-
-    def __call__(self, event: Event) -> None:
-        """A bus tap: hand the event to every open stream; never blocks."""
-        if not self.streams:
-            return
-        data = orjson.dumps(
-            {
-                "action": event.action,
-                "level": event.level,
-                "message": event.message,
-                "time": event.time.timestamp(),
-            }
-        )
-        for stream in self.streams:
-            try:
-                stream.put_nowait(data)
-            except asyncio.QueueFull:
-                pass  # a stalled reader misses events; it re-fetches the page on the next one
-
-    def _opened(self, stream: asyncio.Queue[bytes]) -> None:
-        self.streams.add(stream)
-        self.changed.set()
-        self.changed = anyio.Event()
 
 
 def _static(name: str) -> bytes:
