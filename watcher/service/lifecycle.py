@@ -41,7 +41,7 @@ from watcher.service.scheduler import Scheduler
 from watcher.service.spool import Spool
 from watcher.sources import control, treewatch
 from watcher.sources.watching import FlatWatcher
-from watcher.system import secretenv
+from watcher.system import memory, secretenv
 from watcher.system.lock import InstanceLock
 from watcher.system.sdnotify import Notifier
 from watcher.web.broker import Broker
@@ -112,6 +112,7 @@ class Service:
                 running=lambda: self.runner.running_names,
             )
         self._stop = anyio.Event()
+        self._trimmed_at = 0  # runner.settled at the last give_back
         self._deadline_changed = anyio.Event()
         self._stopping = False
 
@@ -418,6 +419,9 @@ class Service:
             )
         if not self._stopping:
             self.spool.scan()
+        if self.runner.idle and self.runner.settled - self._trimmed_at >= memory.AFTER_JOBS:
+            self._trimmed_at = self.runner.settled
+            memory.give_back()  # a burst is over: back to the idle size
 
     def _maint_dir_changed(self, name: str | None, _complete: bool) -> None:
         if name is None or name == self.config.paths.maint_file.name:

@@ -139,11 +139,17 @@ class JobRunner:
         self._serial_busy = False
         self._idle = anyio.Event()
         self._loop_thread = threading.get_ident()
+        self.settled = 0  # jobs ended since start
 
     def submit(self, request: JobRequest) -> None:
         """Queue a request; it starts as soon as the rules allow."""
         self.queue.append(request)
         self._wake.set()
+
+    @property
+    def idle(self) -> bool:
+        """No job running or waiting."""
+        return not self.running and not self.queue
 
     @property
     def running_names(self) -> set[str]:
@@ -282,6 +288,7 @@ class JobRunner:
 
     def _settle(self, request: JobRequest, outcome: JobOutcome | None, filed: bool) -> None:
         self.running.pop(id(request), None)
+        self.settled += 1
         if request.maintenance:
             self.controller.release("job", request.name, why="job ended")
             self._serial_busy = False

@@ -1,0 +1,33 @@
+"""Giving memory back after a burst.
+
+CPython keeps freed objects' memory in its own arenas and glibc keeps freed heap in the
+process, so after a burst of 2000 triggers the service would stay ~12 MB above its idle
+size for good. Once the burst is over (the service's tick sees no job running or queued
+after at least ``AFTER_JOBS`` jobs), ``give_back`` collects garbage and asks glibc to return
+free heap to the system (``malloc_trim``; skipped where there is no glibc).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+
+AFTER_JOBS = 100
+
+
+def _malloc_trim() -> None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)
+
+
+def give_back() -> None:
+    """Collect garbage and return free heap to the operating system."""
+    gc.collect()
+    _malloc_trim()
