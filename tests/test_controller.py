@@ -651,3 +651,16 @@ def test_start_after_expiry_while_down_releases_as_expired(
     assert "maintenance.adopted" not in actions(events)
     assert "maintenance.left" in actions(events)
     assert not paths.maint_file.exists()
+
+
+def test_an_unrelated_save_never_removes_an_operators_new_file(
+    ctl: Controller, paths: PathsConfig
+) -> None:
+    """An operator's ``touch`` not yet observed when some other state change is saved (the
+    scheduler's bookmark, a reload) is adopted, not removed as if it were watcher's."""
+    with ctl.bus.capture() as events:
+        paths.maint_file.touch()
+        ctl.update(planned_until=T0)
+    assert paths.maint_file.exists()
+    assert "maintenance.adopted" in actions(events)
+    assert ctl.active

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -32,6 +33,7 @@ from tests.conftest import (
     stopped_once,
     write_config,
 )
+from watcher.config import system_timezone
 from watcher.core.maintenance import Hold, decide
 from watcher.service.journal import Journal
 from watcher.service.state import FileStamp, ManualWindow, State, StateStore
@@ -79,10 +81,12 @@ def job_hold(job: str) -> Hold:
 
 
 def written_for(data_dir: Path, holds: tuple[Hold, ...]) -> os.stat_result:
-    """Write the maint file exactly as watcher renders it for ``holds``."""
+    """Write the maint file exactly as watcher renders it for ``holds`` (in the default
+    configuration's zone, the system's)."""
     content = decide(holds, datetime.now(UTC), DEFAULT_MESSAGE)
     assert content is not None
-    return write_atomic(data_dir / "mw" / "data" / "maint", content.render())
+    rendered = content.render(ZoneInfo(system_timezone()))
+    return write_atomic(data_dir / "mw" / "data" / "maint", rendered)
 
 
 def test_own_maint_file_not_adopted_after_kill_before_state_save(

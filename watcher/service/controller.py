@@ -235,7 +235,7 @@ class Controller:
         recording it), and its identity is recorded now.
         """
         current = self._stamp()
-        if self.state.written is None or current is None or current == self.state.written:
+        if current is None or current == self.state.written:
             return False
         content = decide(self.state.holds, self.clock(), self.default_message)
         try:
@@ -247,7 +247,9 @@ class Controller:
         if ours:
             self.state = replace(self.state, written=current)
             self._changed()
-        return not ours
+        # No identity recorded (a crash before it was saved) and not our content: unknown,
+        # left as it is until the holds change.
+        return not ours and self.state.written is not None
 
     def _adopt(self) -> None:
         message = message_from_file(read_small_file(self.paths.maint_file))
@@ -351,9 +353,11 @@ class Controller:
         content = decide(self.state.holds, self.clock(), self.default_message)
         if content is None:
             if os.path.lexists(self.paths.maint_file):
-                foreign = self.state.written is not None and self._stamp() != self.state.written
-                if foreign or not self._file_at_decision:
-                    self._observe()  # someone else's file, made since the decision
+                ours = self.state.written is not None and self._stamp() == self.state.written
+                if not ours or not self._file_at_decision:
+                    # Someone else's file (watcher wrote none, or not this one), or one made
+                    # since the decision: read it as the operator's, never remove it.
+                    self._observe()
                     return
                 self._save()
                 remove_durably(self.paths.maint_file, durable=self._durable)
