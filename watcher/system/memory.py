@@ -10,18 +10,14 @@ free heap to the system (``malloc_trim``; skipped where there is no glibc).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 
 AFTER_JOBS = 100
 
 
 def _malloc_trim() -> None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: glibc's, if any
     except (OSError, AttributeError):  # not glibc
         return
     trim(0)
