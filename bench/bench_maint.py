@@ -297,21 +297,32 @@ def reference_alone(data_dir: Path, count: int) -> dict[str, list[float | None]]
     """The same create/delete trials with inotifywait alone on ``data_dir`` (no watcher)."""
     reset(data_dir)
     out: dict[str, list[float | None]] = {op.name: [] for op in (CREATE, DELETE)}
-    rng = random.Random(2)
     with stopped_at_exit(start_inotifywait(flag_dir(data_dir))) as ref:
         assert ref.stdout is not None
         lines = PipeLines(ref.stdout.fileno())
-        for i in range(WARMUP + count):
-            for op in (CREATE, DELETE):
-                drain(lines)
-                started = time.perf_counter_ns()
-                op.act(maint_file(data_dir))
-                found = wait_for({"r": (lines, equals(op.reference))}, started, MISS_AFTER)
-                if i >= WARMUP:
-                    out[op.name].append(found["r"])
-                time.sleep(rng.uniform(*SETTLE))
+        _trials_alone(data_dir, lines, equals, count, random.Random(2), out)
     reset(data_dir)
     return out
+
+
+def _trials_alone(
+    data_dir: Path,
+    source: LineSource,
+    matcher: Callable[[bytes], Match],
+    count: int,
+    rng: random.Random,
+    out: dict[str, list[float | None]],
+) -> None:
+    """Create/delete trials against one reference alone, appended to ``out`` by operation."""
+    for i in range(WARMUP + count):
+        for op in (CREATE, DELETE):
+            drain(source)
+            started = time.perf_counter_ns()
+            op.act(maint_file(data_dir))
+            found = wait_for({"r": (source, matcher(op.reference))}, started, MISS_AFTER)
+            if i >= WARMUP:
+                out[op.name].append(found["r"])
+            time.sleep(rng.uniform(*SETTLE))
 
 
 def floor_alone(data_dir: Path, workdir: Path, count: int) -> dict[str, list[float | None]]:
@@ -320,7 +331,6 @@ def floor_alone(data_dir: Path, workdir: Path, count: int) -> dict[str, list[flo
     log_file = workdir / "maint-floor.log"
     log_file.write_bytes(b"")
     out: dict[str, list[float | None]] = {op.name: [] for op in (CREATE, DELETE)}
-    rng = random.Random(3)
     tail = FileTail(log_file)
     argv = [sys.executable, "-c", FLOOR, str(flag_dir(data_dir)), str(log_file)]
     try:
@@ -328,15 +338,7 @@ def floor_alone(data_dir: Path, workdir: Path, count: int) -> dict[str, list[flo
             ready = wait_for({"r": (tail, contains(b"ready"))}, time.perf_counter_ns(), 30)
             if ready["r"] is None:
                 raise RuntimeError("the Python floor reader was not ready within 30 s")
-            for i in range(WARMUP + count):
-                for op in (CREATE, DELETE):
-                    drain(tail)
-                    started = time.perf_counter_ns()
-                    op.act(maint_file(data_dir))
-                    found = wait_for({"r": (tail, contains(op.reference))}, started, MISS_AFTER)
-                    if i >= WARMUP:
-                        out[op.name].append(found["r"])
-                    time.sleep(rng.uniform(*SETTLE))
+            _trials_alone(data_dir, tail, contains, count, random.Random(3), out)
     finally:
         tail.close()
     reset(data_dir)
