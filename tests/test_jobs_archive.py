@@ -146,6 +146,61 @@ def test_shared_attachment_is_copied_not_moved(paths: DataPaths) -> None:
     assert (paths.archive_root / "back1/file/ws2/att/mail-1.txt").is_file()
 
 
+def test_one_file_named_two_ways_is_carried_once(paths: DataPaths) -> None:
+    """``att/./x`` and ``att/x`` are one file: moved once, or copied when a staying row names it."""
+    with sqlite3.connect(paths.data / "mail.db") as conn:
+        conn.execute("UPDATE mails SET attachment = 'att/./mail-2.txt' WHERE id = 5")
+        conn.execute("UPDATE mails SET attachment = 'att//mail-1.txt' WHERE id = 300")
+    conn.close()
+    result = archive(paths, BEFORE, now=NOW, config=CONFIG)
+    back = paths.archive_root / "back1"
+    assert (back / "file/ws1/att/mail-2.txt").is_file()
+    assert not (paths.files / "ws1/att/mail-2.txt").exists()
+    assert (paths.files / "ws2/att/mail-1.txt").is_file()  # a staying row names it
+    assert (back / "file/ws2/att/mail-1.txt").is_file()
+    assert (paths.files / "ws1/att/mail-4.txt").is_file()  # no row names it any more
+    assert result["attachments"] == sum(1 for p in (back / "file").rglob("*.txt"))
+    assert verify_manifest(back) == []
+
+
+def test_a_failure_while_carrying_attachments_restores_the_old_state(
+    paths: DataPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attachment that cannot be read (in the carrying thread) undoes the whole archive."""
+    before = snapshot(paths)
+    real = archive_mod.hash_file
+
+    def unreadable(path: str | os.PathLike[str], **kw: Any) -> tuple[int, str]:
+        if os.fspath(path).endswith("/mail-7.txt"):
+            raise OSError(5, "Input/output error")
+        return real(path, **kw)
+
+    monkeypatch.setattr(archive_mod, "hash_file", unreadable)
+    with pytest.raises(OSError, match="Input/output"):
+        archive(paths, BEFORE, now=NOW, config=CONFIG)
+    assert snapshot(paths) == before
+    assert sorted(p.name for p in paths.archive_root.iterdir()) == ["data", "file"]
+
+
+def test_a_failed_row_copy_stops_the_carrying_and_restores_the_old_state(
+    paths: DataPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy that fails while attachments are being carried leaves rows and files as before."""
+    before = snapshot(paths)
+    real = archive_mod.copy_rows
+
+    def failing(live: Path, *args: Any) -> int:
+        if live.name == "phone.db":
+            raise JobFailed("archive_failed", "disk I/O error")
+        return real(live, *args)
+
+    monkeypatch.setattr(archive_mod, "copy_rows", failing)
+    with pytest.raises(JobFailed, match="disk I/O"):
+        archive(paths, BEFORE, now=NOW, config=CONFIG)
+    assert snapshot(paths) == before
+    assert sorted(p.name for p in paths.archive_root.iterdir()) == ["data", "file"]
+
+
 def test_files_not_named_by_rows_never_move(paths: DataPaths) -> None:
     """Old files no row names, and everything without config, stay in live data."""
     stray = paths.files / "ws1" / "stray.bin"

@@ -21,11 +21,14 @@ import contextlib
 import functools
 import json
 import os
+import posixpath
 import re
 import shutil
 import stat
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -35,11 +38,11 @@ import anyio.to_thread
 from watcher.config import ArchiveConfig
 from watcher.jobs.archivedb import (
     Selection,
+    attachment_names,
     copy_rows,
     count_rows,
     delete_rows,
     period_start,
-    referenced,
     selection,
 )
 from watcher.jobs.archives import INFO
@@ -53,6 +56,8 @@ from watcher.jobs.base import (
     Progress,
 )
 from watcher.jobs.manifest import (
+    MANIFEST_NAME,
+    Entry,
     Meter,
     entry_for,
     hash_file,
@@ -63,7 +68,6 @@ from watcher.jobs.manifest import (
 )
 from watcher.jobs.space import require_space, tree_size
 from watcher.system.atomic import fsync_dir, remove_durably, sync_filesystem, write_atomic
-from watcher.system.filemodes import chmod_copied
 from watcher.system.immutable import set_immutable
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -107,14 +111,15 @@ def archive(
     needed = 2 * tree_size(paths.data) + sum(tree_size(ws) for ws in workspaces if ws.is_dir())
     require_space(needed, paths.archive_root, "archive")
     ident = next_archive_id(paths.archive_root)
+    moves, copies = _attachments(paths, [sel for sel, _rows in plan])
     journal: dict[str, Any] = {
         "id": ident,
         "before": before.isoformat(),
         "space": space,
         "created": now.isoformat(),
         "tables": [{**sel.to_dict(), "rows": rows} for sel, rows in plan],
-        "moves": [],
-        "copies": [],
+        "moves": sorted(moves),
+        "copies": sorted(copies),
     }
     _write_journal(paths, journal)
     try:
@@ -162,10 +167,55 @@ def _build(
     progress: Callable[[Progress], None],
     stop: threading.Event,
 ) -> dict[str, Any]:
-    """Fill ``.back<ID>.partial``, then rename it to ``back<ID>`` (the commit point)."""
+    """Fill ``.back<ID>.partial``, then rename it to ``back<ID>`` (the commit point).
+
+    The attachments are carried in a second thread while this one copies the rows: the
+    copy runs inside SQLite (which lets go of the GIL) and the carrying is file-system
+    calls and hashing, so on two cores the attachments cost (almost) no time of the
+    maintenance window. Only this thread reports progress (the runner's hand-over to the
+    event loop works from the job's own worker thread).
+    """
     root = _partial(paths, journal["id"])
     root.mkdir(mode=0o700)
     sels = [(Selection.from_dict(_sel_doc(t)), int(t["rows"])) for t in journal["tables"]]
+    halt = threading.Event()  # the copy failed or was cancelled: the carrying stops too
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-files") as pool:
+        carrying = pool.submit(_carry, paths, root, journal, stop, halt)
+        try:
+            tables = _copy_tables(paths, root, sels, now, progress, stop)
+            carried = carrying.result()
+        finally:
+            halt.set()
+    meter = Meter(progress, len(carried.digests), 0, "archive: attachments")
+    meter.add(len(carried.digests), carried.total)
+    meter.flush()
+    info = {
+        "id": journal["id"],
+        "space": journal["space"],
+        "before": journal["before"],
+        "created": journal["created"],
+        "tables": [
+            {**t, "bytes": (root / "data" / str(t["database"])).stat().st_size} for t in tables
+        ],
+        "attachments": len(carried.digests),
+        "attachment_bytes": carried.total,
+    }
+    (root / INFO).write_text(json.dumps(info, indent=1) + "\n")
+    _seal(root, now, carried)
+    os.rename(root, _final(paths, journal["id"]))
+    fsync_dir(paths.archive_root)
+    return info
+
+
+def _copy_tables(
+    paths: DataPaths,
+    root: Path,
+    sels: list[tuple[Selection, int]],
+    now: datetime,
+    progress: Callable[[Progress], None],
+    stop: threading.Event,
+) -> list[dict[str, Any]]:
+    """Copy every selected table's rows into ``root/data``; per table what was copied."""
     meter = Meter(progress, len(sels), sum(r for _s, r in sels), "archive: copying rows")
     tables = []
     for sel, _rows in sels:
@@ -182,103 +232,126 @@ def _build(
         )
         meter.add(1, rows)
     meter.flush()
-    moves, copies = _attachments(paths, root, sels)
-    journal["moves"], journal["copies"] = sorted(moves), sorted(copies)
-    _write_journal(paths, journal)
-    attachment_bytes = _carry(paths, root, journal, progress, stop)
-    info = {
-        "id": journal["id"],
-        "space": journal["space"],
-        "before": journal["before"],
-        "created": journal["created"],
-        "tables": [
-            {**t, "bytes": (root / "data" / str(t["database"])).stat().st_size} for t in tables
-        ],
-        "attachments": len(moves) + len(copies),
-        "attachment_bytes": attachment_bytes,
-    }
-    (root / INFO).write_text(json.dumps(info, indent=1) + "\n")
-    _seal(root, now)
-    os.rename(root, _final(paths, journal["id"]))
-    fsync_dir(paths.archive_root)
-    return info
+    return tables
 
 
 def _sel_doc(table: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in table.items() if k != "rows"}
 
 
-def _attachments(
-    paths: DataPaths, root: Path, sels: list[tuple[Selection, int]]
-) -> tuple[set[str], set[str]]:
-    """Attachments of archived rows: those to move, and those a staying row also names."""
+def _attachments(paths: DataPaths, sels: list[Selection]) -> tuple[set[str], set[str]]:
+    """Attachments of the rows to archive: those to move, and those a staying row also names.
+
+    Names are normalised (``ws1/./a`` is ``ws1/a``) so no file is carried twice; a name that
+    is not a regular file inside a ``mw/file/ws<N>`` directory is left alone.
+    """
     wanted: set[str] = set()
     staying: set[str] = set()
-    for sel, _rows in sels:
-        wanted |= referenced(root / "data" / sel.database, sel, remaining=False)
-        staying |= referenced(paths.data / sel.database, sel, remaining=True)
-    safe = {rel for rel in wanted if _is_attachment(paths, rel)}
+    for sel in sels:
+        archived, kept = attachment_names(paths.data / sel.database, sel)
+        wanted |= archived
+        staying |= {posixpath.normpath(rel) for rel in kept}
+    files = os.fspath(paths.files)
+    safe = {rel for rel in map(_attachment, wanted) if rel and _is_file(files, rel)}
     return safe - staying, safe & staying
 
 
-def _is_attachment(paths: DataPaths, rel: str) -> bool:
-    """Whether ``rel`` is a regular file inside a ``mw/file/ws<N>`` directory."""
-    parts = Path(rel).parts
-    if Path(rel).is_absolute() or ".." in parts or len(parts) < 2 or not _SPACE.fullmatch(parts[0]):
-        return False
+def _attachment(rel: str) -> str:
+    """``rel`` normalised when it names a path inside a ``ws<N>`` directory, else ``""``."""
+    parts = rel.split("/")
+    if rel.startswith("/") or ".." in parts:
+        return ""
+    norm = posixpath.normpath(rel)
+    head, sep, _rest = norm.partition("/")
+    return norm if sep and _SPACE.fullmatch(head) else ""
+
+
+def _is_file(files: str, rel: str) -> bool:
+    """Whether ``files/rel`` is a regular file (one lstat: a symlink is not)."""
     try:
-        return stat.S_ISREG(os.lstat(paths.files / rel).st_mode)  # one lstat: no symlinks
+        return stat.S_ISREG(os.lstat(f"{files}/{rel}").st_mode)
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What ``_carry`` put into ``root/file``: digests by path in the archive, directories made."""
+
+    digests: dict[str, tuple[int, str]]
+    directories: set[str]
+
+    @property
+    def total(self) -> int:
+        return sum(size for size, _digest in self.digests.values())
 
 
 def _carry(
     paths: DataPaths,
     root: Path,
     journal: Mapping[str, Any],
-    progress: Callable[[Progress], None],
     stop: threading.Event,
-) -> int:
-    """Move (or copy) the attachments into ``root/file``; their total size."""
+    halt: threading.Event,
+) -> Carried:
+    """Move (or copy) the attachments into ``root/file``, hash each and make it read-only."""
     items = [(rel, True) for rel in journal["moves"]] + [(rel, False) for rel in journal["copies"]]
-    meter = Meter(progress, len(items), 0, "archive: attachments")
-    total = 0
-    made: set[Path] = set()
+    files, dest = os.fspath(paths.files), os.fspath(root / "file")
+    digests: dict[str, tuple[int, str]] = {}
+    made: set[str] = set()
     for rel, move in items:
-        raise_if_cancelled(stop, "archive")
-        src, dst = paths.files / rel, root / "file" / rel
-        if dst.parent not in made:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            made.add(dst.parent)
+        if stop.is_set() or halt.is_set():
+            raise JobFailed("cancelled", "archive cancelled")
+        src, dst = f"{files}/{rel}", f"{dest}/{rel}"
+        parent = os.path.dirname(dst)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
         if move:
             os.rename(src, dst)
         else:
             shutil.copy2(src, dst)
-            chmod_copied(dst)
-        size = os.lstat(dst).st_size
-        total += size
-        meter.add(1, size)
-    meter.flush()
-    return total
+        digests[f"file/{rel}"] = hash_file(dst)
+        os.chmod(dst, 0o444)
+    return Carried(digests, made)
 
 
-def _seal(root: Path, now: datetime) -> None:
+def _with_parents(directories: set[str], top: str) -> set[str]:
+    """``directories`` (all under ``top``) and every directory between them and ``top``."""
+    found: set[str] = set()
+    for directory in directories:
+        while directory != top and directory not in found:
+            found.add(directory)
+            directory = os.path.dirname(directory)
+    return found
+
+
+def _seal(root: Path, now: datetime, carried: Carried) -> None:
     """Manifest over everything in ``root``, read-only bits, then all of it flushed to disk.
 
-    One ``syncfs`` of the filesystem holding ``root`` instead of an fsync per file and per
-    directory (thousands for the attachments, each a journal commit): it makes the archive
-    databases (written with ``synchronous = OFF``), the copies, the moved attachments' new
-    directory entries (and their removal from ``mw/file``, on the same filesystem since
-    they were renamed), the manifest and the modes durable before the commit rename.
+    The attachments were hashed (and made 0444) as they were carried; the databases and
+    the info file are hashed here. One ``syncfs`` of the filesystem holding ``root``
+    instead of an fsync per file and per directory (thousands for the attachments, each a
+    journal commit) makes the archive databases (written with ``synchronous = OFF``), the
+    copies, the moved attachments' new directory entries (and their removal from
+    ``mw/file``, on the same filesystem since they were renamed), the manifest and the
+    modes durable before the commit rename.
     """
-    entries = []
-    for dirpath, _dirs, names in os.walk(root):
-        for name in sorted(names):
+    entries = [Entry(path, size, digest, 0o444) for path, (size, digest) in carried.digests.items()]
+    top = os.fspath(root)
+    directories = _with_parents(carried.directories, top)
+    for dirpath, dirs, names in os.walk(top):
+        if dirpath == top:
+            dirs[:] = [d for d in dirs if d != "file"]  # the carried part: entries made above
+        for name in names:
             path = Path(dirpath, name)
             size, digest = hash_file(path)
             entries.append(entry_for(root, path, size, digest, 0o444))
+            os.chmod(path, 0o444)
+        directories.add(dirpath)
     write_manifest(root, entries, "archive", now)
-    make_read_only(root)
+    os.chmod(root / MANIFEST_NAME, 0o444)
+    for directory in sorted(directories, key=lambda d: d.count("/"), reverse=True):
+        os.chmod(directory, 0o555)  # deepest first, ``root`` itself last
     sync_filesystem(root)
 
 

@@ -155,33 +155,32 @@ def copy_rows(live: Path, back: Path, sel: Selection, stop: threading.Event) -> 
     return rows
 
 
-def referenced(db: Path, sel: Selection, *, remaining: bool) -> set[str]:
-    """Attachment paths (relative to ``mw/file``) the table's rows name.
-
-    ``remaining=False``: the rows archived into ``db``; ``True``: the live rows that stay.
-    """
+def attachment_names(live: Path, sel: Selection) -> tuple[set[str], set[str]]:
+    """Attachment paths (as named, relative to ``mw/file``) of the live table's rows, in one
+    scan: those of the rows the selection archives, and those of the rows that stay."""
     if sel.attachment_column is None:
-        return set()
+        return set(), set()
     col = quote(sel.attachment_column)
-    sql = f"SELECT {col}, * FROM {quote(sel.table)} WHERE {col} IS NOT NULL AND {col} != ''"
-    params: Params = []
-    if remaining:
-        sql += f" AND NOT coalesce(({sel.where}), 0)"
-        params = sel.params
-    found: set[str] = set()
-    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        conn.row_factory = sqlite3.Row
-        for row in conn.execute(sql, params):
-            space = _row_space(row, sel.space_column)
-            found.add(sel.attachment_path.format(value=row[0], space=space))
-    return found
+    space = quote(sel.space_column) if sel.space_column is not None else "NULL"
+    sql = (
+        f"SELECT coalesce(({sel.where}), 0), {col}, {space} FROM {quote(sel.table)}"
+        f" WHERE {col} IS NOT NULL AND {col} != ''"
+    )
+    archived: set[str] = set()
+    staying: set[str] = set()
+    name = sel.attachment_path.format
+    settle_hot_journal(live)
+    with closing(sqlite3.connect(f"file:{live}?mode=ro", uri=True)) as conn:
+        for chosen, value, where in conn.execute(sql, sel.params):
+            found = name(value=value, space=_space_name(where, sel.space_column))
+            (archived if chosen else staying).add(found)
+    return archived, staying
 
 
-def _row_space(row: sqlite3.Row, column: str | None) -> str:
-    """A row's mail space as ``ws<N>`` (or its value as text)."""
+def _space_name(value: object, column: str | None) -> str:
+    """A row's mail space as ``ws<N>`` (or its value as text; empty without a space column)."""
     if column is None:
         return ""
-    value = row[column]
     return f"ws{value}" if isinstance(value, int) else str(value)
 
 

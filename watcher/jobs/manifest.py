@@ -32,7 +32,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -63,7 +63,9 @@ class ManifestError(Exception):
     """The manifest is missing, unreadable or not a version-1 manifest."""
 
 
-def hash_file(path: Path, *, stop: threading.Event | None = None) -> tuple[int, str]:
+def hash_file(
+    path: str | os.PathLike[str], *, stop: threading.Event | None = None
+) -> tuple[int, str]:
     """Size and SHA-256 hex digest of ``path``, read once in large chunks.
 
     A set ``stop`` ends the reading between chunks with ``JobFailed("cancelled")``.
@@ -153,16 +155,26 @@ def write_manifest(
     """Write ``root/manifest.json`` atomically (temp file, fsync, rename, fsync the dir)."""
     files = sorted(entries, key=lambda e: e.path)
     when = (created or datetime.now(UTC)).astimezone(UTC)
-    doc: dict[str, Any] = {
+    head = {
         "version": VERSION,
         "created": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "kind": kind,
-        "files": [asdict(e) for e in files],
-        "total_bytes": sum(e.size for e in files),
     }
     target = root / MANIFEST_NAME
-    write_atomic(target, json.dumps(doc, indent=1).encode())
+    write_atomic(target, _render(head, files, sum(e.size for e in files)).encode())
     return target
+
+
+def _render(head: Mapping[str, Any], files: list[Entry], total: int) -> str:
+    """The manifest as JSON with one file record a line (readable, diffable, and rendered
+    by the C encoder: ``indent`` would make ``json`` use its pure-Python one)."""
+    records = "".join(
+        f"\n  {json.dumps({'path': e.path, 'size': e.size, 'sha256': e.sha256, 'mode': e.mode})},"
+        for e in files
+    )
+    fields = "".join(f"\n {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items())
+    listed = f"[{records[:-1]}\n ]" if records else "[]"
+    return f'{{{fields}\n "files": {listed},\n "total_bytes": {total}\n}}\n'
 
 
 def read_manifest(root: Path) -> tuple[str, list[Entry]]:
