@@ -9,8 +9,8 @@ one commit forms the next batch — for work that trickles in under load (jobs e
 one in a burst) — at the price of one thread hop for an item alone. Without it the commit
 runs in place, for work that arrives in batches anyway and whose lone item is on a latency
 path. (A trigger's ``started`` record no longer comes here: the runner writes those of the
-jobs it starts together itself, before their tasks exist.) Every task returns only once its item is committed,
-with the batch's result, or raises the batch's ``OSError``. Nothing here is cancelled
+jobs it starts together itself, before their tasks exist.) Every task returns only once its
+item is committed, with the batch's result, or raises the batch's ``OSError``. Nothing here is cancelled
 half-way: a commit, once asked for, completes.
 """
 
