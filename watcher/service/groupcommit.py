@@ -10,8 +10,8 @@ one in a burst) — at the price of one thread hop for an item alone. Without it
 runs in place, for work that arrives in batches anyway and whose lone item is on a latency
 path. (A trigger's ``started`` record no longer comes here: the runner writes those of the
 jobs it starts together itself, before their tasks exist.) Every task returns only once its
-item is committed, with the batch's result, or raises the batch's ``OSError``. Nothing here is cancelled
-half-way: a commit, once asked for, completes.
+item is committed, with the batch's result, or raises the batch's ``OSError``. Nothing here
+is cancelled half-way: a commit, once asked for, completes.
 """
 
 from __future__ import annotations
