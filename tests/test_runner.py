@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -554,3 +555,52 @@ def test_max_concurrent_defaults_to_four_per_cpu(tmp_path: Path) -> None:
     assert config.trigger.max_concurrent == (os.cpu_count() or 1) * 4
     with pytest.raises(ConfigError, match=r"trigger\.max_concurrent"):
         build_config({"trigger": {"max_concurrent": 0}}, source=None, data_dir=tmp_path)
+
+
+# --- start records ----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_jobs_starting_together_have_their_start_records_written_in_one_go_first(
+    tmp_path: Path,
+) -> None:
+    """Three jobs submitted together: one write of their three start records, done before
+    the submit returns, so before any of them runs."""
+    writes: list[list[str]] = []
+    async with running(tmp_path, trigger={"max_concurrent": 4}) as rig:
+        rig.runner.record_starts = lambda records: writes.append([r["id"] for r in records])
+        runs = [BLOCKING.script(name) for name in ("a", "b", "c")]
+        requests = [
+            JobRequest(
+                name=name,
+                type=SCRIPTED,
+                maintenance=False,
+                start_record=lambda name=name: {"id": name},  # type: ignore[misc]
+            )
+            for name in ("a", "b", "c")
+        ]
+        rig.runner.submit(*requests)
+        assert writes == [["a", "b", "c"]]
+        assert not any(run.started.is_set() for run in runs)
+        for run in runs:
+            await run.started.wait()
+            run.proceed.set()
+
+
+@pytest.mark.asyncio
+async def test_a_start_record_that_cannot_be_written_means_the_job_never_runs(
+    tmp_path: Path,
+) -> None:
+    """No space for the start record: the job fails as ``insufficient_space`` and never runs."""
+
+    def full(_records: list[Mapping[str, Any]]) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    async with running(tmp_path) as rig:
+        rig.runner.record_starts = full
+        run = BLOCKING.script("j")
+        rig.submit("j", maintenance=False, start_record=lambda: {"id": "j"})
+        outcome = await rig.wait_done("j")
+    assert outcome.status == "failed" and outcome.reason == "insufficient_space"
+    assert not run.started.is_set()
+    assert rig.of("job.started", "j") == []

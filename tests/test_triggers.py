@@ -7,14 +7,13 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import anyio
 import orjson
 import pytest
 
@@ -23,7 +22,7 @@ from watcher.config import Config
 from watcher.core.maintenance import Hold
 from watcher.events.bus import EventBus
 from watcher.events.record import Event
-from watcher.jobs.base import JobContext, JobFailed, Progress
+from watcher.jobs.base import JobContext, Progress
 from watcher.registry import build_config
 from watcher.service.controller import Controller
 from watcher.service.journal import Journal
@@ -390,9 +389,15 @@ class StubRunner:
 
     def __init__(self) -> None:
         self.requests: list[JobRequest] = []
+        self.record_starts: Callable[[list[Mapping[str, Any]]], None] | None = None
 
-    def submit(self, request: JobRequest) -> None:
-        self.requests.append(request)
+    def submit(self, *requests: JobRequest) -> None:
+        self.requests.extend(requests)
+
+    def start(self, request: JobRequest) -> None:
+        """What the real runner does first when it starts the job: write its start record."""
+        assert request.start_record is not None and self.record_starts is not None
+        self.record_starts([request.start_record()])
 
 
 class Disk:
@@ -509,8 +514,8 @@ def test_result_on_a_full_disk_waits_in_claimed(rig: Rig) -> None:
     rig.drop("dbcheck.full")
     rig.spool.take("dbcheck.full")
     [request] = rig.runner.requests
-    assert request.on_start is not None and request.on_done is not None
-    anyio.run(request.on_start)
+    assert request.start_record is not None and request.on_done is not None
+    rig.runner.start(request)
     rig.disk.full = True
     request.on_done(outcome(request))
     [ident] = [p.name for p in rig.spool.claimed.iterdir()]
@@ -559,20 +564,17 @@ def test_progress_is_best_effort_and_not_fsynced(rig: Rig) -> None:
     assert rig.disk.durable == [False, False]
 
 
-def test_no_journal_record_no_run(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A job whose ``started`` record cannot be written for lack of space fails before it runs."""
-
-    def full(_records: list[Mapping[str, Any]]) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
+def test_the_started_record_names_the_claimed_file_and_goes_to_the_journal(rig: Rig) -> None:
+    """The runner writes a trigger's ``started`` record (its id, name, job and the claimed
+    file's inode) into the spool's journal before the job runs."""
     rig.drop("dbcheck.j")
     rig.spool.take("dbcheck.j")
     [request] = rig.runner.requests
-    assert request.on_start is not None
-    monkeypatch.setattr(rig.spool.journal, "append_many", full)
-    with pytest.raises(JobFailed) as caught:
-        anyio.run(request.on_start)
-    assert caught.value.reason == "insufficient_space"
+    [claimed] = rig.spool.claimed.iterdir()
+    rig.runner.start(request)
+    record = rig.spool.journal.unfinished()[claimed.name]
+    assert record["file"] == "dbcheck.j" and record["job"] == "dbcheck"
+    assert record["ino"] == claimed.stat().st_ino
 
 
 @pytest.mark.parametrize(

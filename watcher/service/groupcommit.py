@@ -8,9 +8,10 @@ worker thread: the event loop keeps serving meanwhile and everything that arrive
 one commit forms the next batch — for work that trickles in under load (jobs ending one by
 one in a burst) — at the price of one thread hop for an item alone. Without it the commit
 runs in place, for work that arrives in batches anyway and whose lone item is on a latency
-path (a trigger's ``started`` record). Every task returns only once its item is committed,
-with the batch's result, or raises the batch's ``OSError``. Nothing here is cancelled
-half-way: a commit, once asked for, completes.
+path. (A trigger's ``started`` record no longer comes here: the runner writes those of the
+jobs it starts together itself, before their tasks exist.) Every task returns only once its
+item is committed, with the batch's result, or raises the batch's ``OSError``. Nothing here
+is cancelled half-way: a commit, once asked for, completes.
 """
 
 from __future__ import annotations

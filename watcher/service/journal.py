@@ -4,22 +4,25 @@
 One JSON object per line in ``<state>/journal``. A torn last line (a crash mid-write) is
 ignored. The journal is compacted at start-up to the triggers still unfinished.
 
-Group commit (:meth:`Journal.append_soon`, ``watcher.service.groupcommit``): records added
-in one turn of the event loop (a burst of triggers starting together) go out in one
-``write`` and one ``fsync``; each is still durable before its caller goes on.
+Batches: the runner writes the ``started`` records of the jobs that start together (a
+burst's first jobs, the ones a finished batch made room for) in one ``append_many``: one
+``write`` and one ``fsync``, done before any of them runs and before that turn of the event
+loop ends — the only wait on a lone trigger's path to its job. Writes from different
+threads (the loop's, the filing of finished triggers in a worker thread) are serialised by a
+lock, so a failed write's truncation never cuts another's record.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from watcher.service.groupcommit import GroupCommit
 from watcher.system.atomic import write_atomic
 
 
@@ -28,21 +31,20 @@ class Journal:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "journal"
-        self._group = GroupCommit[Mapping[str, Any], None](lambda rs: self.append_many(rs))
+        self._writing = threading.Lock()
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Add one record durably (fsync before returning)."""
         self.append_many([record])
 
-    async def append_soon(self, record: Mapping[str, Any]) -> None:
-        """Add one record durably, sharing the write and fsync with the records of its batch.
-        Raises ``OSError`` (for each of them) when it failed."""
-        await self._group.add(record)
-
     def append_many(self, records: list[Mapping[str, Any]]) -> None:
         """Add records durably in one write and one fsync; none of them on failure."""
         if not records:
             return
+        with self._writing:
+            self._append(records)
+
+    def _append(self, records: list[Mapping[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -85,8 +87,9 @@ class Journal:
 
     def compact(self) -> None:
         """Rewrite the journal with only the unfinished triggers' records."""
-        if not self.path.exists():
-            return
-        keep = self.unfinished()
-        data = b"".join(orjson.dumps(r) + b"\n" for r in keep.values())
-        write_atomic(self.path, data, 0o600)
+        with self._writing:  # no append in between the read and the replacement
+            if not self.path.exists():
+                return
+            keep = self.unfinished()
+            data = b"".join(orjson.dumps(r) + b"\n" for r in keep.values())
+            write_atomic(self.path, data, 0o600)

@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from watcher.config import Config, JobConfig
 from watcher.core.maintenance import Hold
-from watcher.events.bus import EventBus
+from watcher.events.bus import NO_SPACE, EventBus
 from watcher.jobs import job_type
 from watcher.jobs.base import DataPaths, Job, JobContext, JobFailed, Progress
 from watcher.service.controller import Clock, Controller
@@ -50,7 +50,9 @@ class JobRequest:
     source: str = "schedule"  # schedule | trigger | cli
     trigger: str | None = None
     on_done: Callable[[JobOutcome], None] | None = None
-    on_start: Callable[[], Awaitable[None]] | None = None  # durable before the job runs
+    # The record that must be durable before the job runs (a trigger's ``started``): the
+    # runner writes those of the jobs starting together in one go (``record_starts``).
+    start_record: Callable[[], Mapping[str, Any]] | None = None
     # Called with a finished or failed outcome before it is announced (job.finished,
     # job.failed): the spool files the trigger here, so whoever sees the event finds it in
     # done/ or failed/. ``on_done`` is then not called for that outcome.
@@ -103,7 +105,7 @@ def request_for(
     args: Mapping[str, Any] | None = None,
     trigger: str | None = None,
     on_done: Callable[[JobOutcome], None] | None = None,
-    on_start: Callable[[], Awaitable[None]] | None = None,
+    start_record: Callable[[], Mapping[str, Any]] | None = None,
     file_outcome: Callable[[JobOutcome], Awaitable[None]] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> JobRequest:
@@ -118,7 +120,7 @@ def request_for(
         source=source,
         trigger=trigger,
         on_done=on_done,
-        on_start=on_start,
+        start_record=start_record,
         file_outcome=file_outcome,
         on_progress=on_progress,
     )
@@ -136,15 +138,22 @@ class JobRunner:
         self.running: dict[int, JobRequest] = {}  # by id(): one job may run twice at once
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
+        # Makes the start records of a batch durable (one write, one fsync): the spool's
+        # journal. Raises ``OSError`` when they could not be written.
+        self.record_starts: Callable[[list[Mapping[str, Any]]], None] | None = None
         self._serial_busy = False
         self._idle = anyio.Event()
         self._loop_thread = threading.get_ident()
         self.settled = 0  # jobs ended since start
 
-    def submit(self, request: JobRequest) -> None:
-        """Queue a request; it starts as soon as the rules allow."""
-        self.queue.append(request)
-        self._wake.set()
+    def submit(self, *requests: JobRequest) -> None:
+        """Queue requests; each starts as soon as the rules allow — those the rules allow now
+        at once, together (no turn of the event loop for the runner to notice them first)."""
+        self.queue.extend(requests)
+        if self._tg is not None and not self._tg.cancel_scope.cancel_called:
+            self._start_ready(self._tg)
+        else:
+            self._wake.set()
 
     @property
     def idle(self) -> bool:
@@ -157,18 +166,22 @@ class JobRunner:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._loop_thread = threading.get_ident()
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            task_status.started()
-            while True:
-                self._start_ready(tg)
-                self._wake = anyio.Event()
-                await self._wake.wait()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
+                while True:
+                    self._start_ready(tg)
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+        finally:
+            self._tg = None
 
     def _start_ready(self, tg: TaskGroup) -> None:
         """Start what the rules allow: one maintenance job at a time, and at most
         ``[trigger] max_concurrent`` others. The rest wait in the queue (no task each)."""
         waiting: deque[JobRequest] = deque()
+        starting: list[JobRequest] = []
         limit = self.config.trigger.max_concurrent
         others = sum(1 for r in self.running.values() if not r.maintenance)
         while self.queue:
@@ -184,8 +197,25 @@ class JobRunner:
             if request.maintenance:
                 self._serial_busy = True
             self.running[id(request)] = request
-            tg.start_soon(self._run_one, request, name=f"job {request.name}")
+            starting.append(request)
         self.queue = waiting
+        error = self._record_starts(starting)
+        for request in starting:
+            failed = error if request.start_record is not None else None
+            tg.start_soon(self._run_one, request, failed, name=f"job {request.name}")
+
+    def _record_starts(self, starting: list[JobRequest]) -> OSError | None:
+        """Write the start records of the jobs starting now, together, before any of them
+        runs (and before the turn of the event loop ends: the fsync is the only wait on a
+        trigger's path to its job); the error when that failed."""
+        records = [r.start_record() for r in starting if r.start_record is not None]
+        if not records or self.record_starts is None:
+            return None
+        try:
+            self.record_starts(records)
+        except OSError as exc:
+            return exc
+        return None
 
     async def shutdown(self, within: float) -> None:
         """Stop taking jobs; let running ones finish ``within`` seconds, then cancel them."""
@@ -218,7 +248,7 @@ class JobRunner:
                 self._idle = anyio.Event()
                 await self._idle.wait()
 
-    async def _run_one(self, request: JobRequest) -> None:
+    async def _run_one(self, request: JobRequest, start_error: OSError | None = None) -> None:
         started = self.clock()
         t0 = time.monotonic_ns()
         job_fields = {"name": request.name, "type": request.type, "source": request.source}
@@ -237,8 +267,8 @@ class JobRunner:
                             message=f"job {request.name} running",
                         )
                     )
-                if request.on_start is not None:
-                    await request.on_start()
+                if start_error is not None:
+                    raise _not_started(start_error)
                 self.bus.emit(
                     "job.started",
                     f"job {request.name} started",
@@ -475,3 +505,13 @@ def _loggable(values: Mapping[str, Any], longest: int = 2000) -> dict[str, Any]:
             else str(value)
         )
     return out
+
+
+def _not_started(exc: OSError) -> Exception:
+    """Why a job whose start record could not be written does not run."""
+    if exc.errno in NO_SPACE:
+        return JobFailed(
+            "insufficient_space",
+            f"its start could not be recorded ({exc.strerror}): the job did not start",
+        )
+    return exc

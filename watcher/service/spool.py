@@ -48,11 +48,11 @@ import orjson
 from watcher.config import Config, JobConfig
 from watcher.events.bus import NO_SPACE, EventBus
 from watcher.jobs import BUILTIN_JOBS, job_type
-from watcher.jobs.base import Job, JobFailed, Progress
+from watcher.jobs.base import Job, Progress
 from watcher.service.controller import Clock, Controller
 from watcher.service.groupcommit import GroupCommit
 from watcher.service.journal import Journal
-from watcher.service.runner import JobOutcome, JobRunner, request_for
+from watcher.service.runner import JobOutcome, JobRequest, JobRunner, request_for
 from watcher.sources.triggerfile import (
     Rejected,
     check_file,
@@ -137,6 +137,7 @@ class Spool:
         self.claimed = spool / ".claimed"
         self.progress_dir = spool / ".progress"
         self.journal = Journal(config().paths.state)
+        runner.record_starts = self.journal.append_many  # triggers' ``started``, per batch
         self._looks: dict[str, tuple[int, int]] = {}
         self._dir_mtime = -1
         self._full_scan_at = 0.0
@@ -242,14 +243,19 @@ class Spool:
         """The claims of this turn of the loop, accepted and queued together (see the module
         docstring for why the claim needs no fsync of its own)."""
         claims, self._claims = self._claims, []
-        for ident, name, job, impl, args in claims:
+        requests = [(claim, self._request(*claim)) for claim in claims]
+        # Submitted before the events: the jobs the rules allow start now, their ``started``
+        # records written together, and their tasks come before the handlers in the next turn.
+        self.runner.submit(*(r for _c, r in requests if isinstance(r, JobRequest)))
+        for (ident, name, job, _impl, _args), request in requests:
             self.bus.emit(
                 "trigger.accepted",
                 f"trigger {name} accepted: job {job.name}",
                 trigger={"file": name, "id": ident},
                 job={"name": job.name, "type": job.type},
             )
-            self._submit(ident, name, job, impl, args)
+            if not isinstance(request, JobRequest):
+                self._finish(ident, name, "failed", request)
 
     def _validate(self, path: Path, name: str) -> tuple[JobConfig, Job, dict[str, Any]]:
         """What the file asks for; raises ``Rejected``, or ``FileNotFoundError`` when gone."""
@@ -333,10 +339,12 @@ class Spool:
 
     # --- running -------------------------------------------------------------------------
 
-    def _submit(
+    def _request(
         self, ident: str, name: str, job: JobConfig, impl: Job, args: dict[str, Any]
-    ) -> None:
-        async def started() -> None:
+    ) -> JobRequest | dict[str, Any]:
+        """The trigger's job request, or (arguments a plugin refuses) the failure to file."""
+
+        def started() -> dict[str, Any]:
             record: dict[str, Any] = {
                 "event": "started",
                 "id": ident,
@@ -347,16 +355,7 @@ class Spool:
             }
             with contextlib.suppress(OSError):  # gone: recovery has no lost rename to find
                 record["ino"] = os.lstat(self.claimed / ident).st_ino
-            try:
-                await self.journal.append_soon(record)
-            except OSError as exc:
-                if exc.errno not in NO_SPACE:
-                    raise
-                raise JobFailed(
-                    "insufficient_space",
-                    f"the trigger journal could not be written ({exc.strerror}): "
-                    "the job did not start",
-                ) from None
+            return record
 
         last: list[dict[str, Any]] = []  # the job's latest progress, kept in its result
 
@@ -380,22 +379,19 @@ class Spool:
                 )
 
         try:
-            request = request_for(
+            return request_for(
                 job,
                 impl,
                 source="trigger",
                 args=args,
                 trigger=name,
-                on_start=started,
+                start_record=started,
                 on_done=done,
                 file_outcome=file,
                 on_progress=progress,
             )
         except (ValueError, TypeError, OSError) as exc:  # checked once already; a plugin's whim
-            failure = {"status": "failed", "reason": "bad_args", "message": str(exc)}
-            self._finish(ident, name, "failed", failure)
-            return
-        self.runner.submit(request)
+            return {"status": "failed", "reason": "bad_args", "message": str(exc)}
 
     def _finish(self, ident: str, name: str, status: str, result: dict[str, Any]) -> None:
         """File one trigger now (recovery, a retry, a job that never ran or was interrupted),
@@ -600,6 +596,15 @@ class Spool:
         except FileNotFoundError:
             return
         self._submit(ident, name, job, impl, args)
+
+    def _submit(
+        self, ident: str, name: str, job: JobConfig, impl: Job, args: dict[str, Any]
+    ) -> None:
+        request = self._request(ident, name, job, impl, args)
+        if isinstance(request, JobRequest):
+            self.runner.submit(request)
+        else:
+            self._finish(ident, name, "failed", request)
 
     def release_stale_job_holds(self) -> None:
         """Job holds no trigger accounts for (a scheduled job cut short by a crash)."""
