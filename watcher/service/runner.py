@@ -140,6 +140,9 @@ class JobRunner:
         self._idle = anyio.Event()
         self._loop_thread = threading.get_ident()
         self.settled = 0  # jobs ended since start
+        # Called whenever the runner has started what it can (a job was submitted or ended):
+        # the spool takes held triggers then, as the queue has room (``Spool.refill``).
+        self.on_room: list[Callable[[], None]] = []
 
     def submit(self, request: JobRequest) -> None:
         """Queue a request; it starts as soon as the rules allow."""
@@ -150,6 +153,11 @@ class JobRunner:
     def idle(self) -> bool:
         """No job running or waiting."""
         return not self.running and not self.queue
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued and not started yet."""
+        return len(self.queue)
 
     @property
     def running_names(self) -> set[str]:
@@ -163,6 +171,8 @@ class JobRunner:
             while True:
                 self._start_ready(tg)
                 self._wake = anyio.Event()
+                for callback in self.on_room:
+                    callback()  # may submit more: then the wait below returns at once
                 await self._wake.wait()
 
     def _start_ready(self, tg: TaskGroup) -> None:

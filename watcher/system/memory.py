@@ -15,7 +15,10 @@ import gc
 AFTER_JOBS = 100
 
 
-def _malloc_trim() -> None:
+def trim() -> None:
+    """Return free heap to the operating system (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    Safe from any thread: the history writer trims after releasing its SQLite cache."""
     try:
         trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: glibc's, if any
     except (OSError, AttributeError):  # not glibc
@@ -26,4 +29,4 @@ def _malloc_trim() -> None:
 def give_back() -> None:
     """Collect garbage and return free heap to the operating system."""
     gc.collect()
-    _malloc_trim()
+    trim()
