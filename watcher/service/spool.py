@@ -23,6 +23,9 @@ hold is released, except for job types that move data — ``restore`` and ``arch
 plugins declaring ``moves_data = True`` — whose interruption may leave data half-moved:
 that hold stays, marked interrupted, until ``watcher leave`` or the maint file is removed.
 
+A burst is claimed ``BACKLOG`` triggers ahead of the runner (``_offer``): the rest stay in the
+spool, unclaimed, and are taken in the order they came as jobs end.
+
 No space (ENOSPC/EDQUOT) never stops the service: a trigger that cannot be rejected or
 filed for lack of space (or any other error writing its result) stays where it is — in the
 spool, or in ``.claimed/`` with its result still to write — a ``disk.reminder`` event (for

@@ -3,8 +3,13 @@
 CPython keeps freed objects' memory in its own arenas and glibc keeps freed heap in the
 process, so after a burst of 2000 triggers the service would stay ~12 MB above its idle
 size for good. Once the burst is over (the service's tick sees no job running or queued
-after at least ``AFTER_JOBS`` jobs), ``give_back`` collects garbage and asks glibc to return
-free heap to the system (``malloc_trim``; skipped where there is no glibc).
+after at least ``AFTER_JOBS`` jobs, and the spool holds none back), ``give_back`` collects
+garbage and asks glibc to return free heap to the system (``malloc_trim``; skipped where
+there is no glibc); the history writer ``trim``s after releasing its SQLite cache.
+
+What this cannot give back (measured, issue 15): pymalloc arenas (1 MiB each) that a burst's
+peak made and that one surviving object each keeps — about 2 MiB once the spool's backlog
+bounds that peak, ~7 MiB before it did.
 """
 
 from __future__ import annotations
