@@ -8,8 +8,8 @@ garbage and asks glibc to return free heap to the system (``malloc_trim``; skipp
 there is no glibc); the history writer ``trim``s after releasing its SQLite cache.
 
 What this cannot give back (measured, issue 15): pymalloc arenas (1 MiB each) that a burst's
-peak made and that one surviving object each keeps — about 2 MiB once the spool's backlog
-bounds that peak, ~7 MiB before it did.
+peak made and that one surviving object each keeps — 2–3 MiB once the spool's backlog
+bounds that peak (not growing with more bursts), ~7 MiB before it did.
 """
 
 from __future__ import annotations
