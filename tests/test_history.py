@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from tests.conftest import WAIT, Start, cli, maint, write_config
 from watcher.config import HistoryConfig
 from watcher.core.timeline import intervals
 from watcher.events.record import Event, Origin
-from watcher.service.history import HistoryWriter
+from watcher.service.history import RELEASE_AFTER, HistoryWriter
 from watcher.system import historydb
 
 
@@ -43,6 +45,35 @@ def test_history_stays_under_its_size_bound(tmp_path: Path) -> None:
     assert rows[-1].message.startswith("event 19999")
     db.close()
     _close(writer)
+
+
+def test_history_releases_its_cache_once_idle_after_a_burst(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a burst of RELEASE_AFTER events the idle writer releases SQLite's page cache
+    once, and writes what comes next as before."""
+    released = threading.Event()
+    calls: list[int] = []
+    real = historydb.release_memory
+
+    def spy(db: sqlite3.Connection) -> None:
+        real(db)
+        calls.append(1)
+        released.set()
+
+    monkeypatch.setattr(historydb, "release_memory", spy)
+    path = tmp_path / "history.db"
+    writer = _writer(path, HistoryConfig())
+    for i in range(RELEASE_AFTER):
+        writer(Event("fs.changed", f"burst {i}", sequence=i + 1))
+    assert released.wait(WAIT)
+    writer(Event("fs.changed", "after the burst", sequence=RELEASE_AFTER + 1))
+    assert writer.wait_idle(WAIT)
+    _close(writer)
+    assert calls == [1]
+    db = historydb.connect(path, write=True)
+    assert historydb.events(db, since=0, limit=1)[-1].message == "after the burst"
+    db.close()
 
 
 def test_history_prunes_by_age(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from watcher.registry import build_config
 from watcher.service.controller import Controller
 from watcher.service.journal import Journal
 from watcher.service.runner import JobOutcome, JobRequest, JobRunner
-from watcher.service.spool import Spool, job_config
+from watcher.service.spool import BACKLOG, Spool, job_config
 from watcher.sources.triggerfile import (
     MAX_NAME,
     Rejected,
@@ -385,11 +385,13 @@ JOBS: list[dict[str, Any]] = [
 
 
 class StubRunner:
-    """Collects job requests instead of running them."""
+    """Collects job requests instead of running them; ``started`` of them count as running,
+    the rest as waiting in its queue."""
 
     def __init__(self) -> None:
         self.requests: list[JobRequest] = []
         self.record_starts: Callable[[list[Mapping[str, Any]]], None] | None = None
+        self.started = 0
 
     def submit(self, *requests: JobRequest) -> None:
         self.requests.extend(requests)
@@ -398,6 +400,10 @@ class StubRunner:
         """What the real runner does first when it starts the job: write its start record."""
         assert request.start_record is not None and self.record_starts is not None
         self.record_starts([request.start_record()])
+
+    @property
+    def waiting(self) -> int:
+        return len(self.requests) - self.started
 
 
 class Disk:
@@ -648,6 +654,50 @@ def test_retry_safe_is_the_configs_word_only(rig: Rig) -> None:
     assert rig.filed("failed", "dbcheck.cut")["status"] == "interrupted"
     assert [r.trigger for r in rig.runner.requests] == ["again.cut"]
     assert (rig.spool.claimed / ident).exists()
+
+
+# --- a burst: claimed a backlog at a time -----------------------------------------------
+
+
+def unclaimed(rig: Rig) -> list[str]:
+    return sorted(p.name for p in rig.spool.dir.iterdir() if p.is_file())
+
+
+def test_a_burst_is_claimed_a_backlog_at_a_time(rig: Rig) -> None:
+    """Past ``BACKLOG`` requests waiting for the runner, complete triggers stay unclaimed in
+    the spool (rescans take none of them twice) and are taken in arrival order as it has room."""
+    names = [f"hello.{i:03d}" for i in range(BACKLOG + 10)]
+    for name in names:
+        rig.drop(name)
+        rig.spool.changed(name, True)
+    assert [r.trigger for r in rig.runner.requests] == names[:BACKLOG]
+    assert rig.spool.held == 10 and rig.spool.busy
+    assert unclaimed(rig) == names[BACKLOG:]
+    rig.spool.scan(force=True)
+    rig.spool.scan(force=True)
+    rig.spool.refill()
+    assert len(rig.runner.requests) == BACKLOG and unclaimed(rig) == names[BACKLOG:]
+    rig.runner.started = 3
+    rig.spool.refill()
+    assert [r.trigger for r in rig.runner.requests] == names[: BACKLOG + 3]
+    rig.runner.started = len(names)
+    rig.spool.refill()
+    assert [r.trigger for r in rig.runner.requests] == names
+    assert unclaimed(rig) == [] and rig.spool.held == 0 and not rig.spool.busy
+    assert len(rig.of("trigger.accepted")) == len(names)
+
+
+def test_a_held_trigger_withdrawn_before_its_turn_does_not_run(rig: Rig) -> None:
+    """A held trigger is an unclaimed file: removed before there is room, it never runs."""
+    names = [f"hello.{i:03d}" for i in range(BACKLOG + 2)]
+    for name in names:
+        rig.drop(name)
+        rig.spool.changed(name, True)
+    (rig.spool.dir / names[-2]).unlink()
+    rig.runner.started = len(names)
+    rig.spool.refill()
+    assert [r.trigger for r in rig.runner.requests] == [*names[:BACKLOG], names[-1]]
+    assert rig.of("trigger.rejected") == [] and not rig.spool.busy
 
 
 # --- trigger files watcher may not read -------------------------------------------------

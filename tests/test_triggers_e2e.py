@@ -38,6 +38,7 @@ from watcher.core.maintenance import Hold, decide
 from watcher.demo import create_demo
 from watcher.jobs.manifest import verify_manifest
 from watcher.service.journal import Journal
+from watcher.service.spool import BACKLOG
 from watcher.service.state import FileStamp, StateStore
 from watcher.sources.triggerfile import MAX_NAME, shown
 from watcher.system.atomic import write_atomic
@@ -634,6 +635,45 @@ def test_failing_command_lands_in_failed(data_dir: Path, tmp_path: Path, service
     assert doc["result"]["stdout"] == "partial output\n"
     assert (spool / "failed" / "sad").exists()
     assert_serving(svc, spool)
+
+
+def test_a_burst_past_the_backlog_waits_unclaimed_and_runs_exactly_once(
+    data_dir: Path, tmp_path: Path, service: Start
+) -> None:
+    """While one job runs (max_concurrent = 1), a burst claims only ``BACKLOG`` triggers; the
+    rest wait unclaimed in the spool and then each runs exactly once, in the order dropped."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    wait_for_gate = toml(["sh", "-c", f"read x < {gate}"])
+    config = write_config(
+        tmp_path / "watcher.toml",
+        "[trigger]\nmax_concurrent = 1\n"
+        f'[[jobs]]\nname = "gate"\ntype = "command"\nargv = {wait_for_gate}\n'
+        '[[jobs]]\nname = "quick"\ntype = "command"\nargv = ["true"]\n',
+    )
+    svc = service(config)
+    spool = spool_of(data_dir)
+    mark = svc.mark()
+    drop_trigger(spool, "gate")
+    svc.wait_for("job.started", ran("gate"), after=mark)
+    names = [f"quick.{i:03d}" for i in range(BACKLOG + 20)]
+    for name in names:
+        drop_trigger(spool, name)
+    eventually(lambda: count(svc, "trigger.accepted", lambda _e: True, mark) >= BACKLOG + 1)
+    assert sorted(p.name for p in spool.iterdir() if p.is_file()) == names[BACKLOG:]
+    assert count(svc, "trigger.accepted", lambda _e: True, mark) == BACKLOG + 1
+    with gate.open("w") as opened:
+        opened.write("go\n")
+    for name in names:
+        svc.wait_for("job.finished", ran(name), after=mark)
+    started = [
+        e["watcher"]["job"]["trigger"]
+        for e in svc.events[mark:]
+        if e["event"]["action"] == "job.started"
+    ]
+    assert started == ["gate", *names]
+    assert all(filed_in(spool, name) == ["done"] for name in names)
+    assert not any(p.is_file() for p in spool.iterdir())
 
 
 # --- the CLI ----------------------------------------------------------------------------

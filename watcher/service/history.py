@@ -8,7 +8,9 @@ event, and that wake-up (GIL hand-off on 2 cores) sat on the maint file's path �
 of one change are emitted together, so the thread now wakes once, well after their handlers
 wrote them (issue 15). Without a running loop (tests, the CLI) an event is handed over at
 once. One worker thread takes what is queued, inserts it in one transaction (WAL,
-synchronous=NORMAL) and prunes by age and size now and then. While
+synchronous=NORMAL) and prunes by age and size now and then; once it has been idle
+``RELEASE_IDLE`` seconds after writing ``RELEASE_AFTER`` rows or more (a burst), it releases
+SQLite's page cache and trims the heap, so the burst's rows cost no memory after it. While
 the disk is below the warn level (``writable()`` is false) it writes nothing, so history can
 never fill the disk. ``close()`` flushes what is queued and stops the thread.
 """
@@ -28,13 +30,15 @@ import anyio
 
 from watcher.config import HistoryConfig
 from watcher.events.record import Event, Origin, render_json
-from watcher.system import historydb
+from watcher.system import historydb, memory
 
 QUEUE_SIZE = 20_000  # events queued or being written, at most
 BATCH = 1_000
 HAND_OVER = 0.2  # seconds from a batch's first event to handing it to the thread
 PRUNE_EVERY = 60.0  # seconds between age/size prunes
 PRUNE_ROWS = 2_000  # or after this many rows, so a burst cannot outgrow the bound for long
+RELEASE_AFTER = 1_000  # rows written since the last release of SQLite's page cache …
+RELEASE_IDLE = 0.5  # … and this many seconds without work: a burst is over, give it back
 SAMPLE_EVERY = 60.0  # seconds between recorded disk samples (the guard samples more often)
 
 _Item = Event | tuple[float, int, int]
@@ -136,8 +140,15 @@ class HistoryWriter:
         last_prune = 0.0
         since_prune = 0
         stop = False
+        unreleased = 0  # rows written since the connection's cache was last released
         while not stop:
-            lists = [self._queue.get()]
+            release_due = db is not None and unreleased >= RELEASE_AFTER
+            try:
+                lists = [self._queue.get(timeout=RELEASE_IDLE if release_due else None)]
+            except queue.Empty:  # idle that long after a burst
+                _release(db)
+                unreleased = 0
+                continue
             while sum(len(b) for b in lists if b) < BATCH:
                 try:
                     lists.append(self._queue.get_nowait())
@@ -148,6 +159,7 @@ class HistoryWriter:
             try:
                 db = self._write(db, items)
                 since_prune += len(items)
+                unreleased += len(items)
                 due = time.monotonic() - last_prune > PRUNE_EVERY or since_prune >= PRUNE_ROWS
                 if db is not None and due:
                     last_prune, since_prune = time.monotonic(), 0
@@ -184,3 +196,13 @@ class HistoryWriter:
         self.written += len(items)
         self.failure = None
         return db
+
+
+def _release(db: sqlite3.Connection | None) -> None:
+    """After a burst: give SQLite's page cache (up to 2 MB, kept in this thread's malloc
+    arena) back to the system; the next write reads the pages it needs again."""
+    if db is None:
+        return
+    with contextlib.suppress(sqlite3.Error):
+        historydb.release_memory(db)
+    memory.trim()

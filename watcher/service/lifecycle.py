@@ -89,6 +89,7 @@ class Service:
         self.watcher.add(config.paths.maint_file.parent, self._maint_dir_changed)
         self.spool = Spool(lambda: self.config, self.bus, self.controller, self.runner, clock)
         self.watcher.add(config.paths.spool, self._spool_changed)
+        self.runner.on_room.append(self._runner_has_room)
         self.controller.on_release.append(self.scheduler.poke)
         self.controller.on_no_space.append(self._no_space)
         self.bus.on_no_space.append(self._no_space)
@@ -419,7 +420,8 @@ class Service:
             )
         if not self._stopping:
             self.spool.scan()
-        if self.runner.idle and self.runner.settled - self._trimmed_at >= memory.AFTER_JOBS:
+        burst_over = self.runner.idle and not self.spool.busy
+        if burst_over and self.runner.settled - self._trimmed_at >= memory.AFTER_JOBS:
             self._trimmed_at = self.runner.settled
             memory.give_back()  # a burst is over: back to the idle size
 
@@ -431,6 +433,10 @@ class Service:
     def _spool_changed(self, name: str | None, complete: bool) -> None:
         if not self._stopping:
             self.spool.changed(name, complete)
+
+    def _runner_has_room(self) -> None:
+        if not self._stopping:
+            self.spool.refill()
 
     async def _deadlines(self) -> None:
         """Expire holds on time (``enter --for``), re-planning whenever the holds change."""

@@ -145,13 +145,16 @@ class JobRunner:
         self._idle = anyio.Event()
         self._loop_thread = threading.get_ident()
         self.settled = 0  # jobs ended since start
+        # Called whenever the runner has started what it can (a job was submitted or ended):
+        # the spool takes held triggers then, as the queue has room (``Spool.refill``).
+        self.on_room: list[Callable[[], None]] = []
 
     def submit(self, *requests: JobRequest) -> None:
         """Queue requests; each starts as soon as the rules allow — those the rules allow now
         at once, together (no turn of the event loop for the runner to notice them first)."""
         self.queue.extend(requests)
         if self._tg is not None and not self._tg.cancel_scope.cancel_called:
-            self._start_ready(self._tg)
+            self._start_what_it_can(self._tg)
         else:
             self._wake.set()
 
@@ -159,6 +162,11 @@ class JobRunner:
     def idle(self) -> bool:
         """No job running or waiting."""
         return not self.running and not self.queue
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued and not started yet."""
+        return len(self.queue)
 
     @property
     def running_names(self) -> set[str]:
@@ -171,11 +179,17 @@ class JobRunner:
                 self._tg = tg
                 task_status.started()
                 while True:
-                    self._start_ready(tg)
                     self._wake = anyio.Event()
+                    self._start_what_it_can(tg)
                     await self._wake.wait()
         finally:
             self._tg = None
+
+    def _start_what_it_can(self, tg: TaskGroup) -> None:
+        """Start what the rules allow, then tell ``on_room`` (which may submit more)."""
+        self._start_ready(tg)
+        for callback in self.on_room:
+            callback()
 
     def _start_ready(self, tg: TaskGroup) -> None:
         """Start what the rules allow: one maintenance job at a time, and at most

@@ -23,6 +23,9 @@ hold is released, except for job types that move data — ``restore`` and ``arch
 plugins declaring ``moves_data = True`` — whose interruption may leave data half-moved:
 that hold stays, marked interrupted, until ``watcher leave`` or the maint file is removed.
 
+A burst is claimed ``BACKLOG`` triggers ahead of the runner (``_offer``): the rest stay in the
+spool, unclaimed, and are taken in the order they came as jobs end.
+
 No space (ENOSPC/EDQUOT) never stops the service: a trigger that cannot be rejected or
 filed for lack of space (or any other error writing its result) stays where it is — in the
 spool, or in ``.claimed/`` with its result still to write — a ``disk.reminder`` event (for
@@ -38,6 +41,7 @@ import contextlib
 import os
 import stat
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -71,6 +75,7 @@ from watcher.system.plugins import PluginError
 PENDING_RESULT = ".result.json"  # in .claimed/: a finished trigger's result before its move
 FULL_SCAN_EVERY = 10.0  # seconds; in between, a scan lists the spool only if its mtime moved
 DATA_MOVING_TYPES = ("restore", "archive")  # built-ins whose interruption keeps the hold
+BACKLOG = 64  # triggers claimed and queued ahead of the running jobs, at most (``_offer``)
 
 
 Outcome = tuple[str, str, str, dict[str, Any]]  # trigger id, file name, status, result
@@ -147,6 +152,10 @@ class Spool:
         self._warned: set[str] = set()
         # Claims of this turn of the event loop, accepted together at its end (``_soon``).
         self._claims: list[tuple[str, str, JobConfig, Job, dict[str, Any]]] = []
+        # Complete trigger files left in the spool while the runner's queue is full, in the
+        # order they came (``_offer``); ``_held_names``: the same, to look them up.
+        self._held: deque[str] = deque()
+        self._held_names: set[str] = set()
         # Outcomes of ended jobs, filed in batches (``_file_finished``).
         self._filing = GroupCommit[Outcome, dict[str, OSError]](self._file_finished, threaded=True)
 
@@ -162,7 +171,7 @@ class Spool:
             self.scan(force=True)
         elif complete and wanted(name):
             self._looks.pop(name, None)
-            self.take(name)
+            self._offer(name)
 
     def scan(self, *, force: bool = False) -> None:
         """Look at the spool; a file seen unchanged on two looks is complete.
@@ -192,7 +201,7 @@ class Spool:
                 continue
             key = (st.st_size, st.st_mtime_ns)
             if not stat.S_ISREG(st.st_mode) or self._looks.get(entry.name) == key:
-                self.take(entry.name)
+                self._offer(entry.name)
             else:
                 looks[entry.name] = key
         self._looks = looks
@@ -205,6 +214,46 @@ class Spool:
                 self._warned.discard(key)
 
     # --- validating and claiming ---------------------------------------------------------
+
+    def _offer(self, name: str) -> None:
+        """Take a complete spool entry now — or, while ``BACKLOG`` claimed triggers already
+        wait for the runner, leave it in the spool, remembered by name, until ``refill``.
+
+        A burst of N triggers thus holds ``BACKLOG`` claimed requests (their closures, events,
+        journal records to come) at a time, not N: the service's memory after the burst is
+        its size before it, not the arenas a peak of N requests left behind. A held trigger is
+        an unclaimed file, as before its event was read: a crash loses nothing, and it is
+        found again by the start-up scan."""
+        if name in self._held_names:
+            return
+        if self._held or self._backlog_full():
+            self._held.append(name)
+            self._held_names.add(name)
+            return
+        self.take(name)
+
+    def _backlog_full(self) -> bool:
+        return self.runner.waiting + len(self._claims) >= BACKLOG
+
+    def refill(self) -> None:
+        """Take held triggers, in the order they came, while the runner's queue has room
+        (called by the runner each time it has started what it can)."""
+        while self._held and not self._backlog_full():
+            name = self._held.popleft()
+            self._held_names.discard(name)
+            self.take(name)
+            if not self._held:
+                self._held_names = set()  # a set keeps its burst-sized table once emptied
+
+    @property
+    def held(self) -> int:
+        """Complete trigger files waiting in the spool for room in the runner's queue."""
+        return len(self._held)
+
+    @property
+    def busy(self) -> bool:
+        """Whether triggers are held or claimed and not yet handed to the runner."""
+        return bool(self._held or self._claims)
 
     def take(self, name: str) -> None:
         """Validate one spool entry; reject it or claim it and queue its job. Never raises."""

@@ -60,6 +60,11 @@ def connect(path: Path, *, write: bool = False) -> sqlite3.Connection:
     return db
 
 
+def release_memory(db: sqlite3.Connection) -> None:
+    """Free what the connection caches (its page cache); it reads pages again as needed."""
+    db.execute("PRAGMA shrink_memory")
+
+
 def insert(
     db: sqlite3.Connection,
     events: Iterable[tuple[float, str, str, str, bytes]],
