@@ -1,17 +1,16 @@
 """Group commit: durable work that many tasks ask for, done in batches.
 
 A burst (2000 triggers renamed into the spool at once) has many tasks each needing an fsync
-before they may go on. :meth:`GroupCommit.add` puts the item in the open batch. The task
-that opened it yields once (so the rest of this turn of the event loop can join), waits for
-the commit before it to end, and commits the batch. With ``threaded`` the commit runs in a
-worker thread: the event loop keeps serving meanwhile and everything that arrives during
-one commit forms the next batch — for work that trickles in under load (jobs ending one by
-one in a burst) — at the price of one thread hop for an item alone. Without it the commit
-runs in place, for work that arrives in batches anyway and whose lone item is on a latency
-path. (A trigger's ``started`` record no longer comes here: the runner writes those of the
-jobs it starts together itself, before their tasks exist.) Every task returns only once its
-item is committed, with the batch's result, or raises the batch's ``OSError``. Nothing here
-is cancelled half-way: a commit, once asked for, completes.
+before they may go on — the filing of ended jobs. :meth:`GroupCommit.add` puts the item in
+the open batch. The task that opened it yields once (so the rest of this turn of the event
+loop can join), waits for the commit before it to end, and commits the batch in a worker
+thread: the event loop keeps serving meanwhile and everything that arrives during one commit
+forms the next batch — for work that trickles in under load (jobs ending one by one in a
+burst) — at the price of one thread hop for an item alone. (A trigger's ``started`` record
+does not come here: the runner writes those of the jobs it starts together itself, before
+their tasks exist.) Every task returns only once its item is committed, with the batch's
+result, or raises the batch's ``OSError``. Nothing here is cancelled half-way: a commit,
+once asked for, completes.
 """
 
 from __future__ import annotations
@@ -36,12 +35,10 @@ class _Batch(Generic[T, R]):
 
 
 class GroupCommit(Generic[T, R]):
-    """Commits items with ``commit(items)`` (``threaded``: in a worker thread, so pure I/O
-    and no events)."""
+    """Commits items with ``commit(items)`` in a worker thread (so pure I/O, no events)."""
 
-    def __init__(self, commit: Callable[[list[T]], R], *, threaded: bool = False) -> None:
+    def __init__(self, commit: Callable[[list[T]], R]) -> None:
         self._commit = commit
-        self._threaded = threaded
         self._open: _Batch[T, R] | None = None
         self._lock = anyio.Lock()
 
@@ -61,10 +58,7 @@ class GroupCommit(Generic[T, R]):
                 async with self._lock:  # the commit before ours; ours grows meanwhile
                     self._open = None  # closed: later items open the next batch
                     try:
-                        if self._threaded:
-                            batch.result = await anyio.to_thread.run_sync(self._commit, batch.items)
-                        else:
-                            batch.result = self._commit(batch.items)
+                        batch.result = await anyio.to_thread.run_sync(self._commit, batch.items)
                     except OSError as exc:
                         batch.error = exc
                     batch.done.set()

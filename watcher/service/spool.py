@@ -157,7 +157,7 @@ class Spool:
         self._held: deque[str] = deque()
         self._held_names: set[str] = set()
         # Outcomes of ended jobs, filed in batches (``_file_finished``).
-        self._filing = GroupCommit[Outcome, dict[str, OSError]](self._file_finished, threaded=True)
+        self._filing = GroupCommit[Outcome, dict[str, OSError]](self._file_finished)
 
     def prepare(self) -> None:
         for directory in (self.dir, self.done, self.failed, self.claimed, self.progress_dir):
