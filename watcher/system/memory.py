@@ -25,10 +25,10 @@ def trim() -> None:
 
     Safe from any thread: the history writer trims after releasing its SQLite cache."""
     try:
-        trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: glibc's, if any
+        malloc_trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: glibc's, if any
     except (OSError, AttributeError):  # not glibc
         return
-    trim(0)
+    malloc_trim(0)
 
 
 def give_back() -> None:
