@@ -60,6 +60,18 @@ def snapshot(paths: DataPaths) -> dict[str, Any]:
     }
 
 
+def assert_fails_leaving_the_old_state(
+    paths: DataPaths, error: type[BaseException], match: str | None = None
+) -> None:
+    """The archive raises ``error``; every live row and file is as before and no archive,
+    partial or journal is left (``mw`` holds only ``data`` and ``file``)."""
+    before = snapshot(paths)
+    with pytest.raises(error, match=match):
+        archive(paths, BEFORE, now=NOW, config=CONFIG)
+    assert snapshot(paths) == before
+    assert sorted(p.name for p in paths.archive_root.iterdir()) == ["data", "file"]
+
+
 def test_rows_before_the_date_move_with_their_attachments(paths: DataPaths) -> None:
     """Old rows are in back1 and gone from live, new rows stay, attachments follow rows."""
     before = snapshot(paths)
@@ -167,7 +179,6 @@ def test_a_failure_while_carrying_attachments_restores_the_old_state(
     paths: DataPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An attachment that cannot be read (in the carrying thread) undoes the whole archive."""
-    before = snapshot(paths)
     real = archive_mod.hash_file
 
     def unreadable(path: str | os.PathLike[str], **kw: Any) -> tuple[int, str]:
@@ -176,17 +187,13 @@ def test_a_failure_while_carrying_attachments_restores_the_old_state(
         return real(path, **kw)
 
     monkeypatch.setattr(archive_mod, "hash_file", unreadable)
-    with pytest.raises(OSError, match="Input/output"):
-        archive(paths, BEFORE, now=NOW, config=CONFIG)
-    assert snapshot(paths) == before
-    assert sorted(p.name for p in paths.archive_root.iterdir()) == ["data", "file"]
+    assert_fails_leaving_the_old_state(paths, OSError, "Input/output")
 
 
 def test_a_failed_row_copy_stops_the_carrying_and_restores_the_old_state(
     paths: DataPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A copy that fails while attachments are being carried leaves rows and files as before."""
-    before = snapshot(paths)
     real = archive_mod.copy_rows
 
     def failing(live: Path, *args: Any) -> int:
@@ -195,10 +202,7 @@ def test_a_failed_row_copy_stops_the_carrying_and_restores_the_old_state(
         return real(live, *args)
 
     monkeypatch.setattr(archive_mod, "copy_rows", failing)
-    with pytest.raises(JobFailed, match="disk I/O"):
-        archive(paths, BEFORE, now=NOW, config=CONFIG)
-    assert snapshot(paths) == before
-    assert sorted(p.name for p in paths.archive_root.iterdir()) == ["data", "file"]
+    assert_fails_leaving_the_old_state(paths, JobFailed, "disk I/O")
 
 
 def test_files_not_named_by_rows_never_move(paths: DataPaths) -> None:
@@ -216,16 +220,12 @@ def test_failure_before_the_commit_restores_the_old_state(
     paths: DataPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An error while sealing leaves rows, attachments and no archive, as before."""
-    before = snapshot(paths)
 
     def broken(*_a: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(archive_mod, "_seal", broken)
-    with pytest.raises(OSError):
-        archive(paths, BEFORE, now=NOW, config=CONFIG)
-    assert snapshot(paths) == before
-    assert sorted(p.name for p in paths.archive_root.iterdir()) == ["data", "file"]
+    assert_fails_leaving_the_old_state(paths, OSError)
 
 
 def test_failure_after_the_commit_is_completed_by_recovery(
