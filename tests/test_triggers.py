@@ -34,6 +34,7 @@ from watcher.sources.triggerfile import (
     check_name,
     confine_paths,
     parse_trigger,
+    read_trigger,
     wanted,
 )
 from watcher.system.atomic import write_atomic
@@ -779,3 +780,28 @@ def test_a_new_trigger_of_the_same_name_is_not_taken_for_a_lost_claim(rig: Rig) 
     rig.spool.take("again.cut")
     assert [r.trigger for r in rig.runner.requests] == ["again.cut"]
     assert rig.of("job.interrupted") == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 65536])
+def test_a_trigger_up_to_the_limit_is_read_whole_in_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """A short read of a regular file is its end: no second ``read`` to learn it, and a file
+    of exactly ``max_size`` bytes is still accepted whole."""
+    path = tmp_path / "t.json"
+    path.write_bytes(b"x" * size)
+    reads: list[int] = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    _st, content = read_trigger(path, 65536, ())
+    monkeypatch.undo()
+    assert content == b"x" * size
+    assert len(reads) == 1
+
+
+def test_a_trigger_one_byte_over_the_limit_is_too_large(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_bytes(b"x" * 65537)
+    with pytest.raises(Rejected) as caught:
+        read_trigger(path, 65536, ())
+    assert caught.value.reason == "too_large"

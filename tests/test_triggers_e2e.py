@@ -145,6 +145,33 @@ def directory(spool: Path, _tmp: Path) -> str:
     return "dbcheck.dir"
 
 
+def symlink_json(spool: Path, tmp: Path) -> str:
+    """A ``*.json`` trigger is read through one descriptor with no ``lstat`` first: the
+    ``O_NOFOLLOW`` open and its ``fstat`` must refuse what the ``lstat`` refuses."""
+    target = tmp / "elsewhere.json"
+    target.write_bytes(b'{"job": "dbcheck"}')
+    (spool / "linked.json").symlink_to(target)
+    return "linked.json"
+
+
+def fifo_json(spool: Path, _tmp: Path) -> str:
+    os.mkfifo(spool / "piped.json")
+    return "piped.json"
+
+
+def directory_json(spool: Path, _tmp: Path) -> str:
+    (spool / "folder.json").mkdir()
+    return "folder.json"
+
+
+def foreign_owner_json(spool: Path, _tmp: Path) -> str:
+    staged = spool / ".owned-json.staging"
+    staged.write_bytes(b'{"job": "dbcheck"}')
+    os.chown(staged, 12345, 12345)
+    os.rename(staged, spool / "owned.json")
+    return "owned.json"
+
+
 def too_large(spool: Path, _tmp: Path) -> str:
     body = b'{"job": "dbcheck"}'
     drop_trigger(spool, "big.json", body + b" " * (64 * 1024 + 1 - len(body)))
@@ -186,6 +213,10 @@ REJECTIONS: list[tuple[str, Maker, str]] = [
     ("directory", directory, "not_regular"),
     ("too_large", too_large, "too_large"),
     ("owner", foreign_owner, "owner"),
+    ("symlink_json", symlink_json, "symlink"),
+    ("fifo_json", fifo_json, "not_regular"),
+    ("directory_json", directory_json, "not_regular"),
+    ("owner_json", foreign_owner_json, "owner"),
     ("bad_json", json_trigger("broken.json", b'{"job": "dbcheck", '), "bad_json"),
     ("bad_json_shape", json_trigger("shape.json", b'["dbcheck"]'), "bad_json"),
     ("unknown_job_json", json_trigger("nosuch.json", {"job": "nosuch"}), "unknown_job"),

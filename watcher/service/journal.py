@@ -10,6 +10,12 @@ burst's first jobs, the ones a finished batch made room for) in one ``append_man
 loop ends — the only wait on a lone trigger's path to its job. Writes from different
 threads (the loop's, the filing of finished triggers in a worker thread) are serialised by a
 lock, so a failed write's truncation never cuts another's record.
+
+The file stays open between appends (closed when the journal object goes): a trigger's
+``started`` record is then one ``fstat``, one ``write`` and the fsync, not a ``mkdir``, an
+``open`` and a ``close`` besides — each a step on the trigger's path to its job (issue 15).
+``compact`` closes it after replacing the file, and the ``fstat`` tells when it was deleted
+under us (no links left): it is then opened again, so no record goes to a file nobody reads.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +39,8 @@ class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "journal"
         self._writing = threading.Lock()
+        self._fd = -1
+        self._closer: weakref.finalize[[int], Journal] | None = None
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Add one record durably (fsync before returning)."""
@@ -45,20 +54,34 @@ class Journal:
             self._append(records)
 
     def _append(self, records: list[Mapping[str, Any]]) -> None:
+        fd, size = self._open()
+        try:
+            data = b"".join(orjson.dumps(dict(r)) + b"\n" for r in records)
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write to the journal")
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)  # no torn line for the next record to be glued onto
+            raise
+
+    def _open(self) -> tuple[int, int]:
+        """The open journal file and its size; opened again when it has no links left
+        (deleted, or replaced by a rename over it)."""
+        if self._fd >= 0:
+            st = os.fstat(self._fd)
+            if st.st_nlink > 0:
+                return self._fd, st.st_size
+            self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                data = b"".join(orjson.dumps(dict(r)) + b"\n" for r in records)
-                if os.write(fd, data) != len(data):
-                    raise OSError(errno.ENOSPC, "short write to the journal")
-                os.fsync(fd)
-            except OSError:
-                os.ftruncate(fd, size)  # no torn line for the next record to be glued onto
-                raise
-        finally:
-            os.close(fd)
+        self._fd, self._closer = fd, weakref.finalize(self, os.close, fd)
+        return fd, os.fstat(fd).st_size
+
+    def close(self) -> None:
+        """Close the file (the next append opens it again)."""
+        if self._closer is not None:
+            self._closer()
+        self._fd, self._closer = -1, None
 
     def records(self) -> list[dict[str, Any]]:
         try:
@@ -93,3 +116,4 @@ class Journal:
             keep = self.unfinished()
             data = b"".join(orjson.dumps(r) + b"\n" for r in keep.values())
             write_atomic(self.path, data, 0o600)
+            self.close()  # the old file is unlinked by the rename; appends go to the new one

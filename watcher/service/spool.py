@@ -310,15 +310,18 @@ class Spool:
         """What the file asks for; raises ``Rejected``, or ``FileNotFoundError`` when gone."""
         cfg = self.config()
         limits = (cfg.trigger.max_size, cfg.trigger.allowed_uids)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise Rejected("unreadable", f"cannot look at the file: {exc.strerror}") from None
         check_name(name)
-        check_file(st, *limits)
-        content = read_trigger(path, *limits)[1] if name.endswith(".json") else None
+        if name.endswith(".json"):  # its one descriptor is checked as an lstat would be
+            content: bytes | None = read_trigger(path, *limits)[1]
+        else:
+            content = None
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                raise Rejected("unreadable", f"cannot look at the file: {exc.strerror}") from None
+            check_file(st, *limits)
         job_name, trigger_args = parse_trigger(name, content)
         return checked_request(cfg, job_name, trigger_args)
 

@@ -157,11 +157,12 @@ def read_trigger(
         chunks: list[bytes] = []
         size = 0
         while size <= max_size:
-            chunk = os.read(fd, max_size + 1 - size)
-            if not chunk:
-                break
+            wanted_bytes = max_size + 1 - size
+            chunk = os.read(fd, wanted_bytes)
             chunks.append(chunk)
             size += len(chunk)
+            if len(chunk) < wanted_bytes:
+                break  # a short read of a regular file is its end: no second read to learn it
     except OSError as exc:
         raise Rejected("unreadable", f"cannot read the file: {exc.strerror}") from None
     finally:
