@@ -231,16 +231,10 @@ class EventBus:
         for tap in self.taps:
             tap(event)
 
-    @contextmanager
-    def delivering_now(self) -> Iterator[None]:
+    def delivering_now(self) -> _DeliveringNow:
         """Events emitted inside go to handlers that can take them at once (see the module
         docstring): only where what they report is already on disk."""
-        outer, self.now = self.now, True
-        outer_yielded, self._yielded = self._yielded, False
-        try:
-            yield
-        finally:
-            self.now, self._yielded = outer, outer_yielded
+        return _DeliveringNow(self)
 
     def settled(self) -> None:
         """Called by a subscription whose queue ran empty."""
@@ -316,6 +310,25 @@ class EventBus:
             yield captured
         finally:
             self.taps.remove(captured.append)
+
+
+class _DeliveringNow:
+    """``EventBus.delivering_now()``: a plain class, not ``@contextmanager`` — it opens an
+    operator's change, where each step before the first line counts."""
+
+    __slots__ = ("bus", "outer")
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.outer = (False, False)
+
+    def __enter__(self) -> None:
+        bus = self.bus
+        self.outer = (bus.now, bus._yielded)
+        bus.now, bus._yielded = True, False
+
+    def __exit__(self, *_exc: object) -> None:
+        self.bus.now, self.bus._yielded = self.outer
 
 
 async def _close_handler(sub: Subscription) -> None:

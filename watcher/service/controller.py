@@ -156,9 +156,10 @@ class Controller:
         self._apply()
         return True
 
-    def expire(self) -> None:
-        """Release holds whose ``until`` has passed."""
-        now = self.clock()
+    def expire(self, now: datetime | None = None) -> None:
+        """Release holds whose ``until`` has passed (by ``now``, or the clock's)."""
+        if now is None:
+            now = self.clock()
         expired = [h for h in self.state.holds if not h.active(now)]
         if not expired:
             return
@@ -201,22 +202,26 @@ class Controller:
             self.autoflush = True
 
     def _observe(self) -> str:
-        self.expire()
-        exists = os.path.lexists(self.paths.maint_file)
-        verdict = reconcile(exists, self.state.holds, self.clock())
-        if verdict == "adopt" and self._stamp() == self.state.written:
+        # One clock reading and one lstat: this runs first on an operator's change, and each
+        # step before the first event is a step between the ``touch`` and its log line.
+        now = self.clock()
+        self.expire(now)
+        found = self._stamp()
+        exists = found is not None
+        verdict = reconcile(exists, self.state.holds, now)
+        if verdict == "adopt" and found == self.state.written:
             verdict = "unchanged"  # our own file, which a crash kept us from removing
             self._apply()
         elif verdict == "released" and self.state.writing:
             verdict = "unchanged"  # never written: a crash came between the intent and the write
             self._apply()
-        elif verdict == "unchanged" and exists and self._replaced_by_someone_else():
+        elif verdict == "unchanged" and found and self._replaced_by_someone_else(found):
             verdict = "adopt"
         elif verdict == "unchanged" and not exists and self.state.written is not None:
             self.state = replace(self.state, written=None)  # removed by us; a crash kept the note
             self._changed()
         if verdict == "adopt":
-            self._adopt()
+            self._adopt(now)
         elif verdict == "released":
             self._released_by_operator()
         return verdict
@@ -227,15 +232,14 @@ class Controller:
         except FileNotFoundError:
             return None
 
-    def _replaced_by_someone_else(self) -> bool:
+    def _replaced_by_someone_else(self, current: FileStamp) -> bool:
         """The file exists but is not a version watcher wrote (saved over, or edited).
 
         Told by identity (inode, size, mtime) first; a file whose identity differs but whose
         content is exactly what the holds say is ours (a crash came between the write and
         recording it), and its identity is recorded now.
         """
-        current = self._stamp()
-        if current is None or current == self.state.written:
+        if current == self.state.written:
             return False
         content = decide(self.state.holds, self.clock(), self.default_message)
         try:
@@ -251,9 +255,9 @@ class Controller:
         # left as it is until the holds change.
         return not ours and self.state.written is not None
 
-    def _adopt(self) -> None:
+    def _adopt(self, now: datetime) -> None:
         message = message_from_file(read_small_file(self.paths.maint_file))
-        hold = operator_hold(self.clock(), message)
+        hold = operator_hold(now, message)
         self.bus.emit(
             "maintenance.adopted",
             "maint file created by someone else: adopted as a manual hold",
@@ -376,7 +380,7 @@ class Controller:
                 self.state = replace(self.state, writing=False)
                 if written is None:  # someone else got there while we wrote
                     if os.path.lexists(self.paths.maint_file):
-                        self._adopt()  # created meanwhile: an operator's file
+                        self._adopt(self.clock())  # created meanwhile: an operator's file
                     else:
                         self._observe()  # removed meanwhile: not ours to recreate
                     return

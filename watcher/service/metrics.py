@@ -85,6 +85,7 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry()
         self.last_success: dict[str, float] = {}
+        self._per_action: dict[str, tuple[Any, ...]] = {}
         self.registry.register(_StateCollector(snapshot, disk, self.last_success))
         r = self.registry
         self.events = Counter("watcher_events", "events emitted", ["action"], registry=r)
@@ -104,10 +105,12 @@ class Metrics:
 
     def __call__(self, event: Event) -> None:
         action = event.action
-        self.events.labels(action).inc()
-        if action.startswith("trigger."):
-            self.triggers.labels(action.removeprefix("trigger.")).inc()
-        elif action == "handler.failed":
+        counters = self._per_action.get(action)
+        if counters is None:
+            counters = self._per_action[action] = self._counters_of(action)
+        for counter in counters:
+            counter.inc()
+        if action == "handler.failed":
             handler = event.fields.get("handler") or {}
             self.failures.labels(str(handler.get("name", "?"))).inc()
         elif action in ("job.finished", "job.failed") and event.duration_ns is not None:
@@ -115,6 +118,14 @@ class Metrics:
             self.duration.labels(name).observe(event.duration_ns / 1e9)
             if action == "job.finished":
                 self.last_success[name] = event.time.timestamp()
+
+    def _counters_of(self, action: str) -> tuple[Any, ...]:
+        """The counter children an action's events count in, looked up once per action: a
+        tap runs on every event, and ``labels()`` takes a lock and builds a key each time."""
+        counters = [self.events.labels(action)]
+        if action.startswith("trigger."):
+            counters.append(self.triggers.labels(action.removeprefix("trigger.")))
+        return tuple(counters)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
