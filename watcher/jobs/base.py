@@ -77,7 +77,13 @@ class JobContext:
 
 
 class Job(Protocol):
-    """A job type: built-in, an entry point in ``watcher.jobs``, or ``module:attr`` in config."""
+    """A job type: built-in, an entry point in ``watcher.jobs``, or ``module:attr`` in config.
+
+    Optional attributes, read with a default: ``path_args`` (arguments naming paths, confined
+    by ``[trigger] allowed_paths``; none), ``moves_data`` (restore and archive), and
+    ``threads`` (``True``: the job may work in worker threads, so the runner sets
+    ``ctx.cancelled`` the moment it is cancelled; a job that only awaits says ``False``).
+    """
 
     #: Whether the job holds maintenance while it runs unless the config says otherwise.
     maintenance_default: bool

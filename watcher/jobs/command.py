@@ -22,7 +22,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,11 +29,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import anyio.abc
 
 from watcher.core.units import parse_duration
 from watcher.jobs.base import ArgumentError, JobContext, JobFailed
 from watcher.jobs.manifest import reject_unknown
+from watcher.system.child import Child, read_until_closed
 from watcher.system.secretenv import child_environ
 
 TAIL_BYTES = 64 * 1024
@@ -63,14 +62,10 @@ class _Tail:
         self.limit = limit
         self.data = bytearray()
 
-    async def pump(self, stream: anyio.abc.ByteReceiveStream | None) -> None:
-        """Read ``stream`` to its end, keeping the tail."""
-        if stream is None:
-            return
-        async for chunk in stream:
-            self.data += chunk
-            if len(self.data) > self.limit:
-                del self.data[: len(self.data) - self.limit]
+    def keep(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > self.limit:
+            del self.data[: len(self.data) - self.limit]
 
     def text(self) -> str:
         """The tail as text (UTF-8, undecodable bytes replaced)."""
@@ -122,13 +117,13 @@ async def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
             return
 
 
-async def _wait(process: anyio.abc.Process, cancelled: threading.Event | None) -> Status:
+async def _wait(child: Child, cancelled: threading.Event | None) -> Status:
     """Wait for the process to exit (``"exited"``), or ``"cancelled"`` when the job was told
     to stop before it began waiting. A cancellation while waiting arrives as the scope's own
     cancellation (``_cancellable`` sets ``cancelled`` from it), so nothing is polled."""
     if cancelled is not None and cancelled.is_set():
         return "cancelled"
-    await process.wait()
+    await child.wait()
     return "exited"
 
 
@@ -143,30 +138,35 @@ async def run_command(
     """Run ``argv`` in its own process group, keep its output tails, kill the group on timeout.
 
     ``time_limit`` is in seconds (``None``: none); ``cancelled`` is the job's cancel flag.
+    The process is started before this coroutine first yields (``Child``).
     """
     try:
-        process = await anyio.open_process(
-            argv, stdin=subprocess.DEVNULL, env=dict(env), start_new_session=True
-        )
+        child = Child(argv, env)
     except OSError as exc:
         raise JobFailed("spawn_failed", f"cannot start {argv[0]}: {exc}", argv=argv) from exc
     out, err = _Tail(), _Tail()
-    async with process:
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(out.pump, process.stdout)
-                tg.start_soon(err.pump, process.stderr)
-                status: Status = "timeout"
-                with anyio.move_on_after(math.inf if time_limit is None else time_limit):
-                    status = await _wait(process, cancelled)
-                if status != "exited":
-                    await kill_group(process.pid, grace)
-                tg.cancel_scope.deadline = anyio.current_time() + DRAIN
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await kill_group(process.pid, grace)
-            raise
-    return Outcome(status, process.returncode, out.text(), err.text())
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_until_closed, child.stdout, out.keep)
+            tg.start_soon(read_until_closed, child.stderr, err.keep)
+            status: Status = "timeout"
+            with anyio.move_on_after(math.inf if time_limit is None else time_limit):
+                status = await _wait(child, cancelled)
+            if status != "exited":
+                await kill_group(child.pid, grace)
+            tg.cancel_scope.deadline = anyio.current_time() + DRAIN
+    except BaseException:
+        with anyio.move_on_after(grace + DRAIN, shield=True):
+            await kill_group(child.pid, grace)
+            await child.wait()
+        raise
+    else:
+        if child.returncode is None:  # timed out or cancelled, and killed: reap it
+            with anyio.move_on_after(DRAIN, shield=True):
+                await child.wait()
+    finally:
+        child.close()
+    return Outcome(status, child.returncode, out.text(), err.text())
 
 
 def job_env(ctx: JobContext, args: Mapping[str, Any]) -> dict[str, str]:
@@ -208,6 +208,7 @@ class CommandJob:
     maintenance_default: bool = False
     retry_safe: bool = False
     path_args: tuple[str, ...] = ()
+    threads: bool = False  # only awaits: a cancellation reaches it without ctx.cancelled
 
     def __init__(self, kill_grace: float = KILL_GRACE) -> None:
         self.kill_grace = kill_grace

@@ -1,0 +1,105 @@
+"""``Child``: a real process started at once, its output read and its end awaited on a pidfd."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+import anyio
+import pytest
+
+from watcher.system.child import Child, read_until_closed
+
+PY = sys.executable
+
+
+async def output_and_status(child: Child) -> tuple[bytes, bytes, int]:
+    """Everything the child wrote to each stream, and its exit status."""
+    out: list[bytes] = []
+    err: list[bytes] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_until_closed, child.stdout, out.append)
+        tg.start_soon(read_until_closed, child.stderr, err.append)
+        status = await child.wait()
+    child.close()
+    return b"".join(out), b"".join(err), status
+
+
+def test_the_process_runs_before_anything_is_awaited_in_a_session_of_its_own() -> None:
+    """Starting is synchronous (no turn of an event loop), and the child leads its group."""
+    child = Child([PY, "-c", "import sys; sys.stdin.read(); import time; time.sleep(600)"], {})
+    try:
+        assert os.getpgid(child.pid) == child.pid
+        assert os.getsid(child.pid) == child.pid
+        assert child.returncode is None
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        assert anyio.run(child.wait) == -signal.SIGKILL
+        child.close()
+
+
+@pytest.mark.asyncio
+async def test_output_and_exit_status_come_back_whole() -> None:
+    """Both streams are read to their end; the status is the exit code; stdin is empty."""
+    script = (
+        "import sys; data = sys.stdin.read(); sys.stdout.write('o' * 300_000 + repr(data));"
+        "sys.stderr.write('e' * 100_000); sys.exit(7)"
+    )
+    out, err, status = await output_and_status(Child([PY, "-c", script], dict(os.environ)))
+    assert status == 7 and out == b"o" * 300_000 + b"''" and err == b"e" * 100_000
+
+
+@pytest.mark.asyncio
+async def test_the_environment_is_exactly_the_one_given() -> None:
+    out, _err, status = await output_and_status(Child(["/usr/bin/env"], {"ONLY": "this"}))
+    assert (out, status) == (b"ONLY=this\n", 0)
+
+
+@pytest.mark.asyncio
+async def test_a_killed_process_reports_the_signal() -> None:
+    child = Child([PY, "-c", "import time; time.sleep(600)"], {})
+    os.kill(child.pid, signal.SIGTERM)
+    assert await child.wait() == -signal.SIGTERM
+    assert await child.wait() == -signal.SIGTERM  # reaped once, asked again
+    child.close()
+    child.close()
+
+
+@pytest.mark.asyncio
+async def test_waiting_uses_no_thread() -> None:
+    """The end is a pidfd becoming readable: no thread waits for it, nothing polls."""
+    child = Child([PY, "-c", "import time; time.sleep(600)"], {})
+    threads = threading.active_count()
+    statuses: list[int] = []
+
+    async def wait() -> None:
+        statuses.append(await child.wait())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        await anyio.wait_all_tasks_blocked()
+        assert threading.active_count() == threads
+        os.kill(child.pid, signal.SIGKILL)
+    assert statuses == [-signal.SIGKILL]
+    child.close()
+
+
+@pytest.mark.asyncio
+async def test_without_pidfds_the_end_is_awaited_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel without ``pidfd_open`` (ENOSYS) still gets the process reaped."""
+
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    out, _err, status = await output_and_status(Child([PY, "-c", "print('hi')"], {}))
+    assert (out, status) == (b"hi\n", 0)
+
+
+def test_a_missing_program_raises_at_once(tmp_path: os.PathLike[str]) -> None:
+    with pytest.raises(OSError):
+        Child([os.path.join(tmp_path, "nope")], {})
