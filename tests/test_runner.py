@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -302,6 +303,41 @@ async def test_shutdown_stops_a_job_working_in_a_thread(tmp_path: Path) -> None:
         assert outcome.status == "interrupted"
         assert rig.of("job.interrupted", "long") and rig.of("job.finished") == []
         assert not rig.maint_file.exists() and rig.job_holds() == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("ending", ["timeout", "shutdown"])
+async def test_a_command_job_is_stopped_by_its_scope_without_the_thread_relay(
+    tmp_path: Path, ending: str
+) -> None:
+    """A command job (``threads = False``: it only awaits) is stopped by its timeout or the
+    shutdown directly: the process is gone and the run ends as it should."""
+    fifo = tmp_path / "pid"
+    os.mkfifo(fifo)
+    script = (
+        "import os, time; open(os.environ['PID_FIFO'], 'w').write(str(os.getpid()));"
+        " time.sleep(600)"
+    )
+    args = {"argv": [sys.executable, "-c", script], "env": {"PID_FIFO": str(fifo)}}
+    async with running(tmp_path) as rig:
+        rig.submit_request(
+            JobRequest(
+                name="sleeper",
+                type="command",
+                args=job_type("command").check_args(args),
+                maintenance=False,
+                timeout=1.0 if ending == "timeout" else None,
+            )
+        )
+        with anyio.fail_after(WAIT):  # the process says its pid once it runs
+            pid = int(await anyio.to_thread.run_sync(fifo.read_text))
+        if ending == "shutdown":
+            await rig.runner.shutdown(0)
+        outcome = await rig.wait_done("sleeper")
+    expected = ("failed", "timeout") if ending == "timeout" else ("interrupted", "shutdown")
+    assert (outcome.status, outcome.reason) == expected
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 @pytest.mark.asyncio

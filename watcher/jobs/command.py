@@ -119,8 +119,8 @@ async def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
 
 async def _wait(child: Child, cancelled: threading.Event | None) -> Status:
     """Wait for the process to exit (``"exited"``), or ``"cancelled"`` when the job was told
-    to stop before it began waiting. A cancellation while waiting arrives as the scope's own
-    cancellation (``_cancellable`` sets ``cancelled`` from it), so nothing is polled."""
+    to stop before it began waiting. A cancellation while waiting (timeout, shutdown)
+    arrives as the scope's own cancellation, so nothing is polled."""
     if cancelled is not None and cancelled.is_set():
         return "cancelled"
     await child.wait()
