@@ -103,3 +103,26 @@ async def test_without_pidfds_the_end_is_awaited_in_a_thread(
 def test_a_missing_program_raises_at_once(tmp_path: os.PathLike[str]) -> None:
     with pytest.raises(OSError):
         Child([os.path.join(tmp_path, "nope")], {})
+
+
+@pytest.mark.asyncio
+async def test_standard_input_larger_than_a_pipe_goes_through_whole() -> None:
+    """``send`` writes more than the pipe holds (waiting until it is writable) and closes."""
+    data = bytes(range(256)) * 4096  # 1 MiB
+    child = Child(["/bin/cat"], {}, stdin=True)
+    out: list[bytes] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_until_closed, child.stdout, out.append)
+        await child.send(data)
+        status = await child.wait()
+    child.close()
+    assert status == 0 and b"".join(out) == data
+
+
+@pytest.mark.asyncio
+async def test_a_process_that_does_not_read_its_input_is_within_its_rights() -> None:
+    child = Child(["/bin/true"], {}, stdin=True, stdout=False)
+    assert await child.wait() == 0
+    await child.send(b"x" * 1024 * 1024)  # nobody reads: the rest is dropped, no error
+    child.close()
+    assert child.stdout is None

@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 
 import anyio
-from anyio.abc import Process
 
 from watcher.config import HandlerConfig
 from watcher.events.record import Event, Origin, render_json
+from watcher.system.child import Child, read_until_closed
 from watcher.system.secretenv import child_environ
 
 
@@ -38,44 +37,28 @@ class CommandHandler:
     async def __call__(self, event: Event) -> None:
         payload = render_json(event, self.origin) + b"\n"
         env = {**child_environ(), "WATCHER_EVENT_ACTION": event.action}
-        process = await anyio.open_process(
-            self.argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
+        child = Child(self.argv, env, stdin=True, stdout=False)
+        stderr = bytearray()
+
+        def keep(chunk: bytes) -> None:  # the last 4 KiB of its standard error
+            stderr.extend(chunk)
+            del stderr[:-4096]
+
         try:
-            assert process.stdin is not None
-            # A command that does not read its stdin is within its rights.
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await process.stdin.send(payload)
-            await process.stdin.aclose()
-            stderr = await _read_all(process)
-            code = await process.wait()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_until_closed, child.stderr, keep)
+                await child.send(payload)
+                code = await child.wait()
         except BaseException:
-            _kill_group(process)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)  # the whole group (its own session)
+            with anyio.move_on_after(1, shield=True):
+                await child.wait()
             raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await process.aclose()
+            child.close()
         if code != 0:
             tail = stderr.decode(errors="replace").strip()[-500:]
             raise CommandFailed(
                 f"{self.argv[0]} exited with status {code}" + (f": {tail}" if tail else "")
             )
-
-
-async def _read_all(process: Process) -> bytes:
-    assert process.stderr is not None
-    chunks: list[bytes] = []
-    async for chunk in process.stderr:
-        chunks.append(chunk)
-    return b"".join(chunks)[-4096:]
-
-
-def _kill_group(process: Process) -> None:
-    """SIGKILL the command's whole process group (it runs in its own session)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)

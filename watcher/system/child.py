@@ -8,7 +8,8 @@ stream and starts a thread per child to ``waitpid`` in (``ThreadedChildWatcher``
 the loop's time after the fork. Here ``subprocess.Popen`` forks at once; the process's end
 is a pidfd becoming readable (Linux ≥ 5.3), its output non-blocking pipes read when
 readable — no thread, no transport, no polling. Without pidfds (an old kernel, seccomp)
-the end is awaited by ``Popen.wait`` in a worker thread instead.
+the end is awaited by ``Popen.wait`` in a worker thread instead. The command job and the
+command handler both start their processes here.
 
 After the fork the service yields the CPU once (``sched_yield``). Measured on this 2-core
 VM (Linux 6.18): the new process waits on the CPU of the process that started it until
@@ -33,26 +34,60 @@ READ_SIZE = 64 * 1024
 
 
 class Child:
-    """A process with its standard output and error on pipes (standard input
-    ``/dev/null``) in a new session: it leads its own process group."""
+    """A process in a new session (it leads its own process group), its standard error on a
+    pipe, its standard output on a pipe or ``/dev/null``, its standard input ``/dev/null`` or
+    a pipe fed by ``send``."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
-        """Start ``argv`` now; ``OSError`` when it cannot be started."""
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        stdin: bool = False,
+        stdout: bool = True,
+    ) -> None:
+        """Start ``argv`` now; ``OSError`` when it cannot be started. ``stdin``: a pipe to
+        write to (else ``/dev/null``); ``stdout``: a pipe to read (else ``/dev/null``)."""
         self._popen = subprocess.Popen(
             list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=dict(env),
             start_new_session=True,
-            bufsize=0,  # the pipes as plain file objects: read here by descriptor
+            bufsize=0,  # the pipes as plain file objects: used here by descriptor
         )
         self.pid = self._popen.pid
         self._pidfd = _pidfd(self.pid)
         self.stdout = _nonblocking(self._popen.stdout)
         self.stderr = _nonblocking(self._popen.stderr)
+        self._stdin = _nonblocking(self._popen.stdin)
         self._closed = False
         os.sched_yield()  # let it start now, not after our own follow-up work: see above
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` to the process's standard input, then close it. A process that
+        stops reading (or never reads) is within its rights: the rest is dropped."""
+        fd = self._stdin
+        if fd is None:
+            raise ValueError("this child's standard input is not a pipe")
+        view = memoryview(data)
+        try:
+            while view:
+                await anyio.wait_writable(fd)
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    continue
+        except BrokenPipeError:
+            pass
+        finally:
+            self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self._popen.stdin is not None and not self._popen.stdin.closed:
+            self._popen.stdin.close()
+        self._stdin = None
 
     @property
     def returncode(self) -> int | None:
@@ -73,6 +108,7 @@ class Child:
         if self._closed:
             return
         self._closed = True
+        self._close_stdin()
         for stream in (self._popen.stdout, self._popen.stderr):
             if stream is not None:
                 stream.close()
