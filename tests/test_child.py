@@ -126,3 +126,12 @@ async def test_a_process_that_does_not_read_its_input_is_within_its_rights() -> 
     await child.send(b"x" * 1024 * 1024)  # nobody reads: the rest is dropped, no error
     child.close()
     assert child.stdout is None
+
+
+@pytest.mark.asyncio
+async def test_a_child_closed_before_its_end_is_still_reaped() -> None:
+    """``close`` lets go of the pipes and the pidfd; waiting afterwards still reaps it."""
+    child = Child([PY, "-c", "import time; time.sleep(600)"], {})
+    child.close()
+    os.kill(child.pid, signal.SIGKILL)
+    assert await child.wait() == -signal.SIGKILL

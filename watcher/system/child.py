@@ -74,11 +74,10 @@ class Child:
         view = memoryview(data)
         try:
             while view:
-                await anyio.wait_writable(fd)
                 try:
                     view = view[os.write(fd, view) :]
-                except BlockingIOError:
-                    continue
+                except BlockingIOError:  # the pipe is full: wait until the process reads
+                    await anyio.wait_writable(fd)
         except BrokenPipeError:
             pass
         finally:
@@ -115,6 +114,7 @@ class Child:
         if self._pidfd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._pidfd)
+            self._pidfd = None  # a later wait() falls back to a thread
 
 
 async def read_until_closed(fd: int | None, keep: Callable[[bytes], None]) -> None:
