@@ -17,7 +17,7 @@ import anyio
 
 from watcher.config import HandlerConfig
 from watcher.events.record import Event, Origin, render_json
-from watcher.system.child import Child, read_until_closed
+from watcher.system.child import Child, Tail, read_until_closed
 from watcher.system.secretenv import child_environ
 
 
@@ -38,15 +38,10 @@ class CommandHandler:
         payload = render_json(event, self.origin) + b"\n"
         env = {**child_environ(), "WATCHER_EVENT_ACTION": event.action}
         child = Child(self.argv, env, stdin=True, stdout=False)
-        stderr = bytearray()
-
-        def keep(chunk: bytes) -> None:  # the last 4 KiB of its standard error
-            stderr.extend(chunk)
-            del stderr[:-4096]
-
+        stderr = Tail(4096)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(read_until_closed, child.stderr, keep)
+                tg.start_soon(read_until_closed, child.stderr, stderr.keep)
                 await child.send(payload)
                 code = await child.wait()
         except BaseException:
@@ -58,7 +53,7 @@ class CommandHandler:
         finally:
             child.close()
         if code != 0:
-            tail = stderr.decode(errors="replace").strip()[-500:]
+            tail = stderr.text().strip()[-500:]
             raise CommandFailed(
                 f"{self.argv[0]} exited with status {code}" + (f": {tail}" if tail else "")
             )

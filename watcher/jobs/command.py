@@ -33,7 +33,7 @@ import anyio
 from watcher.core.units import parse_duration
 from watcher.jobs.base import ArgumentError, JobContext, JobFailed
 from watcher.jobs.manifest import reject_unknown
-from watcher.system.child import Child, read_until_closed
+from watcher.system.child import Child, Tail, read_until_closed
 from watcher.system.secretenv import child_environ
 
 TAIL_BYTES = 64 * 1024
@@ -53,23 +53,6 @@ class Outcome:
     returncode: int | None
     stdout: str
     stderr: str
-
-
-class _Tail:
-    """The last ``limit`` bytes of a stream."""
-
-    def __init__(self, limit: int = TAIL_BYTES) -> None:
-        self.limit = limit
-        self.data = bytearray()
-
-    def keep(self, chunk: bytes) -> None:
-        self.data += chunk
-        if len(self.data) > self.limit:
-            del self.data[: len(self.data) - self.limit]
-
-    def text(self) -> str:
-        """The tail as text (UTF-8, undecodable bytes replaced)."""
-        return self.data.decode("utf-8", "replace")
 
 
 def group_alive(pgid: int) -> bool:
@@ -144,7 +127,7 @@ async def run_command(
         child = Child(argv, env)
     except OSError as exc:
         raise JobFailed("spawn_failed", f"cannot start {argv[0]}: {exc}", argv=argv) from exc
-    out, err = _Tail(), _Tail()
+    out, err = Tail(TAIL_BYTES), Tail(TAIL_BYTES)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_until_closed, child.stdout, out.keep)

@@ -53,7 +53,7 @@ class Child:
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=dict(env),
+            env=env,
             start_new_session=True,
             bufsize=0,  # the pipes as plain file objects: used here by descriptor
         )
@@ -62,7 +62,6 @@ class Child:
         self.stdout = _nonblocking(self._popen.stdout)
         self.stderr = _nonblocking(self._popen.stderr)
         self._stdin = _nonblocking(self._popen.stdin)
-        self._closed = False
         os.sched_yield()  # let it start now, not after our own follow-up work: see above
 
     async def send(self, data: bytes) -> None:
@@ -103,10 +102,7 @@ class Child:
         return self._popen.wait()
 
     def close(self) -> None:
-        """Close the pipes and the pidfd (the process itself is left as it is)."""
-        if self._closed:
-            return
-        self._closed = True
+        """Close the pipes and the pidfd (the process itself is left as it is); idempotent."""
         self._close_stdin()
         for stream in (self._popen.stdout, self._popen.stderr):
             if stream is not None:
@@ -115,6 +111,23 @@ class Child:
             with contextlib.suppress(OSError):
                 os.close(self._pidfd)
             self._pidfd = None  # a later wait() falls back to a thread
+
+
+class Tail:
+    """The last ``limit`` bytes of a stream, handed over chunk by chunk (``keep``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+
+    def keep(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > self.limit:
+            del self.data[: len(self.data) - self.limit]
+
+    def text(self) -> str:
+        """The tail as text (UTF-8, undecodable bytes replaced)."""
+        return self.data.decode("utf-8", "replace")
 
 
 async def read_until_closed(fd: int | None, keep: Callable[[bytes], None]) -> None:
