@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
+import psutil  # type: ignore[import-untyped]  # reason: types-psutil is not a dependency
 import pytest
 
 from tests.conftest import corrupt_db, make_db
@@ -124,6 +125,7 @@ class Rig:
     controller: Controller
     config: Config
     events: list[Event]
+    stop: Callable[[], None]  # cancels the runner's task group, as a shutdown does
     outcomes: dict[str, JobOutcome] = field(default_factory=dict)
     done: dict[str, anyio.Event] = field(default_factory=dict)
 
@@ -188,7 +190,7 @@ async def running(tmp_path: Path, **raw: Any) -> AsyncIterator[Rig]:
         runner = JobRunner(config, bus, controller, lambda: datetime.now(UTC))
         async with anyio.create_task_group() as tg:
             await tg.start(runner.run)
-            yield Rig(runner, controller, config, events)
+            yield Rig(runner, controller, config, events, tg.cancel_scope.cancel)
             tg.cancel_scope.cancel()
 
 
@@ -338,6 +340,65 @@ async def test_a_command_job_is_stopped_by_its_scope_without_the_thread_relay(
     assert (outcome.status, outcome.reason) == expected
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _children_running(token: str) -> list[psutil.Process]:
+    """Our child processes whose command line holds ``token``."""
+    return [c for c in psutil.Process().children() if token in " ".join(c.cmdline())]
+
+
+@pytest.mark.asyncio
+async def test_a_command_job_is_forked_in_the_turn_that_starts_it(tmp_path: Path) -> None:
+    """``submit`` returns with the command's process already running and ``job.started``
+    emitted: no turn of the event loop comes between the decision and the fork."""
+    token = f"forked-now-{os.getpid()}"
+    args = {"argv": [sys.executable, "-c", "import sys; sys.stdin.read()", token]}
+    async with running(tmp_path) as rig:
+        rig.submit_request(
+            JobRequest(
+                name="now",
+                type="command",
+                args=job_type("command").check_args(args),
+                maintenance=False,
+                timeout=WAIT,
+            )
+        )
+        assert len(_children_running(token)) == 1 and len(rig.of("job.started", "now")) == 1
+        outcome = await rig.wait_done("now")
+    assert outcome.status == "finished" and outcome.result["returncode"] == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("maintenance", [False, True])
+async def test_a_run_cancelled_before_its_task_ran_is_settled(
+    tmp_path: Path, maintenance: bool
+) -> None:
+    """A shutdown in the very turn that began a command job (its task cancelled before its
+    first step, so its coroutine never runs): the process is killed, the run ends as
+    ``job.interrupted`` and its hold is released."""
+    token = f"never-awaited-{os.getpid()}-{maintenance}"
+    args = {"argv": [sys.executable, "-c", "import time; time.sleep(600)", token]}
+    async with running(tmp_path) as rig:
+        rig.submit_request(
+            JobRequest(
+                name="orphan",
+                type="command",
+                args=job_type("command").check_args(args),
+                maintenance=maintenance,
+            )
+        )
+        [process] = _children_running(token)
+        assert rig.job_holds() == (["orphan"] if maintenance else [])
+        rig.stop()  # the test's own wait would be cancelled too: the outcome is read after
+    outcome = rig.outcomes["orphan"]
+    assert (outcome.status, outcome.reason) == ("interrupted", "shutdown")
+    assert [e.action for e in rig.events if e.fields.get("job", {}).get("name") == "orphan"] == [
+        "job.started",
+        "job.interrupted",
+    ]
+    assert rig.job_holds() == [] and not rig.maint_file.exists()
+    gone, _alive = await anyio.to_thread.run_sync(lambda: psutil.wait_procs([process], WAIT))
+    assert gone == [process]
 
 
 @pytest.mark.asyncio

@@ -82,7 +82,11 @@ class Job(Protocol):
     Optional attributes, read with a default: ``path_args`` (arguments naming paths, confined
     by ``[trigger] allowed_paths``; none), ``moves_data`` (restore and archive), and
     ``threads`` (``True``: the job may work in worker threads, so the runner sets
-    ``ctx.cancelled`` the moment it is cancelled; a job that only awaits says ``False``).
+    ``ctx.cancelled`` the moment it is cancelled; a job that only awaits says ``False``), and
+    ``start(ctx) -> Awaitable[result]`` (the job begins its work synchronously, in the turn
+    of the event loop that starts it, and returns what awaits its end, as ``run`` would: so
+    nothing waits between the runner's decision and, say, the fork of a command. The command
+    job has it; the runner then awaits that instead of ``run``).
     """
 
     #: Whether the job holds maintenance while it runs unless the config says otherwise.

@@ -23,7 +23,7 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -110,23 +110,26 @@ async def _wait(child: Child, cancelled: threading.Event | None) -> Status:
     return "exited"
 
 
-async def run_command(
-    argv: list[str],
-    env: Mapping[str, str],
+def start_command(argv: list[str], env: Mapping[str, str]) -> Child:
+    """Start ``argv`` in its own process group, now (the fork happens in this call)."""
+    try:
+        return Child(argv, env)
+    except OSError as exc:
+        raise JobFailed("spawn_failed", f"cannot start {argv[0]}: {exc}", argv=argv) from exc
+
+
+async def finish_command(
+    child: Child,
     time_limit: float | None,
     *,
     grace: float = KILL_GRACE,
     cancelled: threading.Event | None = None,
 ) -> Outcome:
-    """Run ``argv`` in its own process group, keep its output tails, kill the group on timeout.
+    """Wait for a started command, keep its output tails, kill its group on timeout.
 
     ``time_limit`` is in seconds (``None``: none); ``cancelled`` is the job's cancel flag.
-    The process is started before this coroutine first yields (``Child``).
+    The child is killed, reaped and closed however this ends.
     """
-    try:
-        child = Child(argv, env)
-    except OSError as exc:
-        raise JobFailed("spawn_failed", f"cannot start {argv[0]}: {exc}", argv=argv) from exc
     out, err = Tail(TAIL_BYTES), Tail(TAIL_BYTES)
     try:
         async with anyio.create_task_group() as tg:
@@ -150,6 +153,20 @@ async def run_command(
     finally:
         child.close()
     return Outcome(status, child.returncode, out.text(), err.text())
+
+
+async def run_command(
+    argv: list[str],
+    env: Mapping[str, str],
+    time_limit: float | None,
+    *,
+    grace: float = KILL_GRACE,
+    cancelled: threading.Event | None = None,
+) -> Outcome:
+    """Run ``argv`` in its own process group (started before this coroutine first yields),
+    keep its output tails, kill the group on timeout (``finish_command``)."""
+    child = start_command(argv, env)
+    return await finish_command(child, time_limit, grace=grace, cancelled=cancelled)
 
 
 def job_env(ctx: JobContext, args: Mapping[str, Any]) -> dict[str, str]:
@@ -207,13 +224,22 @@ class CommandJob:
 
     async def run(self, ctx: JobContext) -> Mapping[str, Any]:
         """Run the command and turn its ending into a result or ``JobFailed``."""
+        return await self.start(ctx)
+
+    def start(self, ctx: JobContext) -> Awaitable[Mapping[str, Any]]:
+        """Start the command now, before any await (the runner calls this in the turn that
+        starts the job: issue 15); what it returns awaits the end, as ``run`` does. Awaiting
+        it is what kills, reaps and closes the process: it must be awaited (a task the
+        runner starts always reaches it, even when cancelled at once: see the runner)."""
         args = self.check_args(ctx.args)
-        outcome = await run_command(
-            args["argv"],
-            job_env(ctx, args),
-            args["timeout"],
-            grace=self.kill_grace,
-            cancelled=ctx.cancelled,
+        child = start_command(args["argv"], job_env(ctx, args))
+        return self._finish(child, args, ctx)
+
+    async def _finish(
+        self, child: Child, args: Mapping[str, Any], ctx: JobContext
+    ) -> Mapping[str, Any]:
+        outcome = await finish_command(
+            child, args["timeout"], grace=self.kill_grace, cancelled=ctx.cancelled
         )
         return result_of(args["argv"], args["timeout"], outcome)
 

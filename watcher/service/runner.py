@@ -84,6 +84,19 @@ class JobOutcome:
         }
 
 
+@dataclass
+class _Begun:
+    """A run as the turn that started it began it (``JobRunner._begin``)."""
+
+    started: datetime
+    t0: int  # monotonic ns, for event.duration
+    job_fields: dict[str, Any]
+    ctx: JobContext | None = None
+    work: Awaitable[Mapping[str, Any]] | None = None  # the job's run (``start``: begun already)
+    threads: bool = True  # the job may work in threads: relay cancellation to ctx.cancelled
+    error: Exception | None = None  # raised in the run's task
+
+
 def data_paths(config: Config) -> DataPaths:
     p = config.paths
     return DataPaths(
@@ -215,8 +228,8 @@ class JobRunner:
         self.queue = waiting
         error = self._record_starts(starting)
         for request in starting:
-            failed = error if request.start_record is not None else None
-            tg.start_soon(self._run_one, request, failed, name=f"job {request.name}")
+            begun = self._begin(request, error if request.start_record is not None else None)
+            tg.start_soon(self._run_one, request, begun, name=f"job {request.name}")
 
     def _record_starts(self, starting: list[JobRequest]) -> OSError | None:
         """Write the start records of the jobs starting now, together, before any of them
@@ -262,37 +275,61 @@ class JobRunner:
                 self._idle = anyio.Event()
                 await self._idle.wait()
 
-    async def _run_one(self, request: JobRequest, start_error: OSError | None = None) -> None:
-        started = self.clock()
-        t0 = time.monotonic_ns()
+    def _begin(self, request: JobRequest, start_error: OSError | None) -> _Begun:
+        """Begin a run in the turn that starts it: its hold, ``job.started``, and — for a job
+        type with ``start`` (the command job) — its work itself, so the command is forked
+        before this turn of the event loop ends (issue 15). What goes wrong here is raised
+        in the run's task, to end as ``job.failed``.
+
+        The work begun here is awaited by the run's task, which ends it however it goes (a
+        command is killed, reaped and closed by the await). That task always gets there: anyio
+        runs a task until its first checkpoint even when its scope is cancelled before it
+        starts (a shutdown in this same turn), and the cancellation arrives at that await."""
         job_fields = {"name": request.name, "type": request.type, "source": request.source}
         if request.trigger:
             job_fields["trigger"] = request.trigger
+        begun = _Begun(self.clock(), time.monotonic_ns(), job_fields)
+        try:
+            if request.maintenance:
+                self.controller.add_hold(
+                    Hold(
+                        "job",
+                        request.name,
+                        since=begun.started,
+                        message=f"job {request.name} running",
+                    )
+                )
+            if start_error is not None:
+                raise _not_started(start_error)
+            self.bus.emit(
+                "job.started",
+                f"job {request.name} started",
+                job=job_fields,
+                args=_loggable(request.args),
+            )
+            begun.ctx = self._context(request, job_fields)
+            job = job_type(request.type)
+            begun.threads = getattr(job, "threads", True)
+            start: Callable[[JobContext], Awaitable[Mapping[str, Any]]] | None = getattr(
+                job, "start", None
+            )
+            begun.work = job.run(begun.ctx) if start is None else start(begun.ctx)
+        except Exception as exc:
+            begun.error = exc
+        return begun
+
+    async def _run_one(self, request: JobRequest, begun: _Begun) -> None:
+        started, t0, job_fields = begun.started, begun.t0, begun.job_fields
         outcome: JobOutcome | None = None
         filed = False
         try:
             try:
-                if request.maintenance:
-                    self.controller.add_hold(
-                        Hold(
-                            "job",
-                            request.name,
-                            since=started,
-                            message=f"job {request.name} running",
-                        )
-                    )
-                if start_error is not None:
-                    raise _not_started(start_error)
-                self.bus.emit(
-                    "job.started",
-                    f"job {request.name} started",
-                    job=job_fields,
-                    args=_loggable(request.args),
-                )
-                ctx = self._context(request, job_fields)
+                if begun.error is not None:
+                    raise begun.error
+                assert begun.ctx is not None and begun.work is not None
                 try:
                     with anyio.fail_after(request.timeout):
-                        result = await _cancellable(job_type(request.type), ctx)
+                        result = await _cancellable(begun.work, begun.ctx, begun.threads)
                 except TimeoutError:
                     raise JobFailed("timeout", f"timed out after {request.timeout:g}s") from None
                 outcome, announce = self._finished(
@@ -311,24 +348,29 @@ class JobRunner:
                 filed = True
             announce()
         except anyio.get_cancelled_exc_class():
-            outcome = JobOutcome(
-                request.name,
-                "interrupted",
-                started,
-                self.clock(),
-                reason="shutdown",
-                message="cancelled at shutdown",
-            )
-            self.bus.emit(
-                "job.interrupted",
-                f"job {request.name} interrupted: the service stopped",
-                level="warning",
-                job=job_fields,
-                duration_ns=time.monotonic_ns() - t0,
-            )
+            outcome = self._interrupted(request, begun)
             raise
         finally:
             self._settle(request, outcome, filed)  # synchronous: cannot be cancelled half-way
+
+    def _interrupted(self, request: JobRequest, begun: _Begun) -> JobOutcome:
+        """The outcome of a run cancelled at shutdown, announced (``job.interrupted``)."""
+        outcome = JobOutcome(
+            request.name,
+            "interrupted",
+            begun.started,
+            self.clock(),
+            reason="shutdown",
+            message="cancelled at shutdown",
+        )
+        self.bus.emit(
+            "job.interrupted",
+            f"job {request.name} interrupted: the service stopped",
+            level="warning",
+            job=begun.job_fields,
+            duration_ns=time.monotonic_ns() - begun.t0,
+        )
+        return outcome
 
     def _settle(self, request: JobRequest, outcome: JobOutcome | None, filed: bool) -> None:
         self.running.pop(id(request), None)
@@ -464,7 +506,9 @@ class JobRunner:
         )
 
 
-async def _cancellable(job: Job, ctx: JobContext) -> Mapping[str, Any]:
+async def _cancellable(
+    work: Awaitable[Mapping[str, Any]], ctx: JobContext, threads: bool
+) -> Mapping[str, Any]:
     """Run the job; the moment its scope is cancelled (timeout, shutdown), set
     ``ctx.cancelled`` so work in a worker thread stops at its next check, rather than the
     cancellation waiting for the thread to finish on its own.
@@ -472,8 +516,8 @@ async def _cancellable(job: Job, ctx: JobContext) -> Mapping[str, Any]:
     A job type that says it works in no thread (``threads = False``: the command job, whose
     awaits the cancellation reaches directly) runs without that relay, a task and a task
     group fewer on its way to its process (issue 15)."""
-    if not getattr(job, "threads", True):
-        return await job.run(ctx)
+    if not threads:
+        return await work
 
     async def relay() -> None:
         try:
@@ -485,7 +529,7 @@ async def _cancellable(job: Job, ctx: JobContext) -> Mapping[str, Any]:
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay)
             try:
-                result = await job.run(ctx)
+                result = await work
             finally:
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:

@@ -293,16 +293,17 @@ class Spool:
         docstring for why the claim needs no fsync of its own)."""
         claims, self._claims = self._claims, []
         requests = [(claim, self._request(*claim)) for claim in claims]
-        # Submitted before the events: the jobs the rules allow start now, their ``started``
-        # records written together, and their tasks come before the handlers in the next turn.
-        self.runner.submit(*(r for _c, r in requests if isinstance(r, JobRequest)))
-        for (ident, name, job, _impl, _args), request in requests:
+        for (ident, name, job, _impl, _args), _request in requests:
             self.bus.emit(
                 "trigger.accepted",
                 f"trigger {name} accepted: job {job.name}",
                 trigger={"file": name, "id": ident},
                 job={"name": job.name, "type": job.type},
             )
+        # The jobs the rules allow start now, in this turn: their ``started`` records written
+        # together, then each ``job.started`` and a command's fork (``JobRunner._begin``).
+        self.runner.submit(*(r for _c, r in requests if isinstance(r, JobRequest)))
+        for (ident, name, _job, _impl, _args), request in requests:
             if not isinstance(request, JobRequest):
                 self._finish(ident, name, "failed", request)
 
