@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import threading
+from pathlib import Path
 
 import anyio
 import pytest
@@ -135,3 +137,49 @@ async def test_a_child_closed_before_its_end_is_still_reaped() -> None:
     child.close()
     os.kill(child.pid, signal.SIGKILL)
     assert await child.wait() == -signal.SIGKILL
+
+
+def _signal_bits(status_line: str) -> set[int]:
+    """The signals a ``/proc/<pid>/status`` mask line (``SigIgn:``) names."""
+    mask = int(status_line.split()[1], 16)
+    return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+
+
+def _ignored(pid: int | str) -> set[int]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return _signal_bits(next(line for line in lines if line.startswith("SigIgn:")))
+
+
+def test_the_child_gets_only_its_three_streams_and_default_signals(tmp_path: Path) -> None:
+    """No descriptor of ours reaches the program (sockets, files, pipes of this process
+    stay here), and SIGPIPE and SIGXFSZ, which Python ignores, are back to their defaults."""
+    held = [
+        socket.socket(),
+        open(tmp_path / "held", "wb"),  # noqa: SIM115  # reason: held open across the spawn
+        *[os.fdopen(fd) for fd in os.pipe()],
+    ]
+    assert {signal.SIGPIPE, signal.SIGXFSZ} <= _ignored("self")
+    child = Child(["/bin/sleep", "600"], {})  # started: posix_spawn returns after the exec
+    try:
+        assert sorted(os.listdir(f"/proc/{child.pid}/fd")) == ["0", "1", "2"]
+        assert not {signal.SIGPIPE, signal.SIGXFSZ} & _ignored(child.pid)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        assert anyio.run(child.wait) == -signal.SIGKILL
+        child.close()
+        for thing in held:
+            thing.close()
+
+
+@pytest.mark.asyncio
+async def test_a_bare_program_name_is_looked_up_in_the_given_path(tmp_path: Path) -> None:
+    """``PATH`` of the child's environment decides, not ours; not found there is an error."""
+    program = tmp_path / "hello-from-path"
+    program.write_text("#!/bin/sh\necho found\n")
+    program.chmod(0o755)
+    out, _err, status = await output_and_status(
+        Child([program.name], {"PATH": f"/nonexistent:{tmp_path}"})
+    )
+    assert (out, status) == (b"found\n", 0)
+    with pytest.raises(FileNotFoundError):
+        Child(["sleep", "600"], {"PATH": str(tmp_path)})  # on our PATH, not on the given one
