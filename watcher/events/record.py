@@ -72,7 +72,12 @@ def rfc3339(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-_ID_PREFIX = uuid.uuid4().hex[:20]  # random per process; the sequence makes each id unique
+def _uuid_head(random_hex: str) -> str:
+    p = random_hex
+    return f"{p[:8]}-{p[8:12]}-4{p[12:15]}-8{p[15:18]}-{p[18:20]}"
+
+
+ID_PREFIX = _uuid_head(uuid.uuid4().hex)  # random per process; the sequence makes ids unique
 
 
 def event_id(sequence: int) -> str:
@@ -81,8 +86,7 @@ def event_id(sequence: int) -> str:
     ``uuid.uuid4()`` costs ~3 µs (a third of an event's creation); this costs ~0.3 µs and
     is as unique: random across processes, sequential within one.
     """
-    p = _ID_PREFIX
-    return f"{p[:8]}-{p[8:12]}-4{p[12:15]}-8{p[15:18]}-{p[18:20]}{sequence & 0xFFFFFFFFFF:010x}"
+    return f"{ID_PREFIX}{sequence & 0xFFFFFFFFFF:010x}"
 
 
 def to_document(event: Event, origin: Origin) -> dict[str, Any]:

@@ -11,7 +11,8 @@ bus's per-event timeout turns a reader that never comes back into ``handler.fail
 instead of a frozen service. A line of up to ``PIPE_BUF`` (4 KiB) is still written whole.
 
 ``deliver_now`` lets the bus write a line at the moment the event is emitted (when nothing
-is queued ahead of it): a regular file or terminal takes it at once, a pipe only when the
+is queued ahead of it; ``write_now`` the same for a line rendered ahead from ``template``):
+a regular file or terminal takes it at once, a pipe only when the
 whole line fits (a write of up to ``PIPE_BUF`` to a non-blocking pipe is all or nothing).
 Anything else goes through the handler's task as above.
 """
@@ -27,6 +28,7 @@ import anyio
 
 from watcher.config import HandlerConfig
 from watcher.events.record import Event, Origin, render_console, render_json
+from watcher.events.template import LineTemplate
 
 
 class LogHandler:
@@ -70,9 +72,16 @@ class LogHandler:
                 continue
             line = line[written:]
 
+    def template(self, event: Event, late: tuple[str, ...]) -> LineTemplate | None:
+        """The event's JSON line rendered ahead (``EventBus.prepare``); none on a terminal."""
+        return None if self.console else LineTemplate.of(event, self.origin, late)
+
     def deliver_now(self, event: Event) -> bool:
         """Write the event's line now if that cannot wait; ``True`` when it is written."""
-        line = self.render(event)
+        return self.write_now(self.render(event))
+
+    def write_now(self, line: bytes) -> bool:
+        """Write a rendered line now if that cannot wait; ``True`` when it is written."""
         if self.pipe and len(line) > select.PIPE_BUF:
             return False
         try:
