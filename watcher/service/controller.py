@@ -8,6 +8,11 @@ only carries them out, persists the state and emits the events.
 
 watcher tells its own writes from others' by the file's identity (inode, size, mtime)
 recorded when it wrote it, never by timing.
+
+The service's watch answers an operator's action from a reaction prepared at idle
+(``prepare_reactions``, ``_react``): the first event's line is out after one ``open`` of the
+file; the general path then carries out the rest exactly as it would have (tests compare the
+two). Anything the preparation did not foresee takes the general path from the start.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ import anyio
 from watcher.config import PathsConfig
 from watcher.core.maintenance import (
     Hold,
+    Observation,
     active_holds,
     decide,
     message_from_file,
@@ -33,11 +39,35 @@ from watcher.core.maintenance import (
     reconcile,
     with_hold,
 )
-from watcher.events.bus import NO_SPACE, EventBus
+from watcher.events.bus import NO_SPACE, EventBus, Prepared
+from watcher.events.record import Event, Level
 from watcher.service.state import FileStamp, State, StateStore
 from watcher.system.atomic import create_new, remove_durably, rewrite_existing
 
 Clock = Callable[[], datetime]
+READ_LIMIT = 65536  # bytes of an operator's maint file read for its message
+
+# An operator's actions on the maint file: (action, message, level) of the first event.
+_ADOPTED: tuple[str, str, Level] = (
+    "maintenance.adopted",
+    "maint file created by someone else: adopted as a manual hold",
+    "info",
+)
+_RELEASED: tuple[str, str, Level] = (
+    "maintenance.released_by_operator",
+    "maint file deleted by someone else: all holds released",
+    "warning",
+)
+
+
+@dataclass(frozen=True)
+class _Reactions:
+    """The prepared first event of an operator's action, and what it was prepared for."""
+
+    state: State
+    snapshot: dict[str, Any]
+    until: datetime | None  # valid before this: the first hold's expiry
+    prepared: Prepared | None
 
 
 def utc_now() -> datetime:
@@ -77,6 +107,7 @@ class Controller:
         self._dirty = False
         self._durable = True
         self._file_at_decision = False
+        self._reactions: _Reactions | None = None
 
     # --- state -------------------------------------------------------------------------
 
@@ -113,12 +144,14 @@ class Controller:
         return self._snapshot
 
     def _refresh_snapshot(self) -> None:
-        now = self.clock()
-        content = decide(self.state.holds, now, self.default_message)
-        self._snapshot = {
+        self._snapshot = self._snapshot_of(self.state.holds, self.clock())
+
+    def _snapshot_of(self, holds: tuple[Hold, ...], now: datetime) -> dict[str, Any]:
+        content = decide(holds, now, self.default_message)
+        return {
             "maintenance": {
                 "active": content is not None,
-                "holds": [h.to_dict() for h in active_holds(self.state.holds, now)],
+                "holds": [h.to_dict() for h in active_holds(holds, now)],
                 "message": content.message if content else None,
             }
         }
@@ -185,7 +218,7 @@ class Controller:
 
     # --- the file ----------------------------------------------------------------------
 
-    def observe(self, *, defer: bool = False) -> str:
+    def observe(self, *, defer: bool = False) -> Observation:
         """Re-read the truth (does the maint file exist?) and act on what others did.
 
         Returns ``"unchanged"``, ``"adopt"`` or ``"released"``. With ``defer`` (the service's
@@ -197,11 +230,94 @@ class Controller:
         self.autoflush = False
         try:
             with self.bus.delivering_now():  # what an operator did is on disk already
-                return self._observe()
+                return self._react() or self._observe()
         finally:
             self.autoflush = True
 
-    def _observe(self) -> str:
+    # --- prepared reactions (the first line of an operator's touch or rm) -------------
+
+    def prepare_reactions(self) -> None:
+        """Prepare, for the state of now, the first event of an operator's ``touch`` (no hold
+        active: ``maintenance.adopted``) or ``rm`` (holds active: ``released_by_operator``),
+        rendered ahead by the handlers (``EventBus.prepare``). Called at idle by the service;
+        cheap when nothing changed since the last call.
+
+        ``_react`` uses it while the state, the snapshot and the handlers are still those it
+        was made for and no hold has expired since; anything else takes the general path.
+        """
+        if self._reactions_current():
+            return
+        now = self.clock()
+        holds = self.state.holds
+        prepared = self._prepare(holds, now)
+        self._reactions = _Reactions(self.state, self._snapshot, next_expiry(holds, now), prepared)
+
+    def _prepare(self, holds: tuple[Hold, ...], now: datetime) -> Prepared | None:
+        if any(not h.active(now) for h in holds):
+            return None  # expire comes first: the general path
+        if not holds:
+            return self.bus.prepare(
+                *_ADOPTED,
+                context=self._snapshot,
+                late=("operator_message",),
+                **self._adopted_fields(None),
+            )
+        if self.state.writing:
+            return None  # a crash came between the intent and the write: the general path
+        return self.bus.prepare(
+            *_RELEASED, context=self._snapshot_of((), now), **self._released_fields(holds)
+        )
+
+    def _reactions_current(self) -> bool:
+        r = self._reactions
+        if r is None or r.state is not self.state or r.snapshot is not self._snapshot:
+            return False
+        return r.prepared is None or r.prepared.current(self.bus)
+
+    def _react(self) -> Observation | None:
+        """An operator's ``touch`` or ``rm`` answered from the prepared reaction: its line is
+        out before anything else is computed. ``None``: not this case; the general path
+        (``_observe``) decides, and nothing was changed here.
+
+        It covers exactly what ``_observe`` would decide first at this state: a regular file
+        (not a symlink) appeared that watcher did not write while no hold is active (adopt),
+        or the file is gone while holds are active and watcher was not writing (released).
+        """
+        r = self._reactions
+        if r is None or r.prepared is None or r.state is not self.state:
+            return None
+        if r.snapshot is not self._snapshot or (r.until is not None and self.clock() >= r.until):
+            return None
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.paths.maint_file, flags)
+        except FileNotFoundError:
+            if not self.state.holds:
+                return None
+            self._released_by_operator(announced=self.bus.emit_prepared(r.prepared))
+            return "released"
+        except OSError:
+            return None  # a symlink, a refused permission: the general path sorts it out
+        try:
+            st = os.fstat(fd)
+            if self.state.holds or not stat.S_ISREG(st.st_mode):
+                return None
+            if self.state.written is not None and FileStamp.of(st) == self.state.written:
+                return None  # watcher's own file, which a crash kept it from removing
+            content = os.read(fd, READ_LIMIT)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        message = message_from_file(content)
+        self._adopt(
+            self.clock(),
+            message,
+            announced=self.bus.emit_prepared(r.prepared, operator_message=message),
+        )
+        return "adopt"
+
+    def _observe(self) -> Observation:
         # One clock reading and one lstat: this runs first on an operator's change, and each
         # step before the first event is a step between the ``touch`` and its log line.
         now = self.clock()
@@ -255,19 +371,24 @@ class Controller:
         # left as it is until the holds change.
         return not ours and self.state.written is not None
 
-    def _adopt(self, now: datetime) -> None:
-        message = message_from_file(read_small_file(self.paths.maint_file))
+    def _adopt(
+        self, now: datetime, message: str | None = None, *, announced: Event | None = None
+    ) -> None:
+        """Adopt the file as a manual hold; ``announced``: ``maintenance.adopted`` is out
+        already (``_react``), with ``message`` read from the file."""
+        if announced is None:
+            message = message_from_file(read_small_file(self.paths.maint_file))
         hold = operator_hold(now, message)
-        self.bus.emit(
-            "maintenance.adopted",
-            "maint file created by someone else: adopted as a manual hold",
-            file=str(self.paths.maint_file),
-            operator_message=message,
-        )
+        if announced is None:
+            self.bus.emit(*_ADOPTED, **self._adopted_fields(message))
         self._add_hold(hold)
 
-    def _released_by_operator(self) -> None:
-        """The file was deleted by someone else: drop every hold, never recreate the file."""
+    def _adopted_fields(self, message: str | None) -> dict[str, Any]:
+        return {"file": str(self.paths.maint_file), "operator_message": message}
+
+    def _released_by_operator(self, *, announced: Event | None = None) -> None:
+        """The file was deleted by someone else: drop every hold, never recreate the file.
+        ``announced``: ``maintenance.released_by_operator`` is out already (``_react``)."""
         now = self.clock()
         holds = self.state.holds
         skipped = [
@@ -283,13 +404,8 @@ class Controller:
         )
         self._rendered = None
         self._refresh_snapshot()
-        self.bus.emit(
-            "maintenance.released_by_operator",
-            "maint file deleted by someone else: all holds released",
-            level="warning",
-            file=str(self.paths.maint_file),
-            released=[h.to_dict() for h in holds],
-        )
+        if announced is None:
+            self.bus.emit(*_RELEASED, **self._released_fields(holds))
         for hold in holds:
             self._emit_released(hold, "operator")
             if hold.reason == "job":
@@ -306,6 +422,9 @@ class Controller:
         self._changed()
         for callback in self.on_release:
             callback()
+
+    def _released_fields(self, holds: tuple[Hold, ...]) -> dict[str, Any]:
+        return {"file": str(self.paths.maint_file), "released": [h.to_dict() for h in holds]}
 
     def _apply(self) -> None:
         """Decide from the holds; emit entered/left; have the file and state follow."""
@@ -448,7 +567,7 @@ class Controller:
         self._apply()
 
 
-def read_small_file(path: Path, limit: int = 65536) -> bytes:
+def read_small_file(path: Path, limit: int = READ_LIMIT) -> bytes:
     """At most ``limit`` bytes of a regular file, without ever blocking: a FIFO, a device or
     a symlink to one (``/dev/zero``) reads as empty — it still means maintenance."""
     try:

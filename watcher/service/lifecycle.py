@@ -86,6 +86,7 @@ class Service:
         if mode == "auto":
             mode = "poll" if self.disk.network else "native"
         self.watcher = FlatWatcher(self.bus, mode=mode)
+        self._maint_name = config.paths.maint_file.name  # paths never change on reload
         self.watcher.add(config.paths.maint_file.parent, self._maint_dir_changed)
         self.spool = Spool(lambda: self.config, self.bus, self.controller, self.runner, clock)
         self.watcher.add(config.paths.spool, self._spool_changed)
@@ -276,6 +277,7 @@ class Service:
         await tg.start(self._persist)
         await self._listen(tg)
         self._observe_disk()
+        self.controller.prepare_reactions()
         self.bus.emit(
             "service.ready",
             "watcher ready",
@@ -326,7 +328,8 @@ class Service:
         An operator's ``touch`` or ``rm`` is already on disk; watcher's own follow-up (the
         state, the maint file rewritten as JSON) takes several fsyncs. Deciding and emitting
         take well under a millisecond, so the watch observes with ``defer`` and this task —
-        after one checkpoint, which lets the woken handler tasks run — does the writes.
+        after one checkpoint, which lets the woken handler tasks run — does the writes, then
+        prepares the answer to the operator's next action (``Controller.prepare_reactions``).
         """
         self.controller.deferred_saves = True
         task_status.started()
@@ -336,6 +339,7 @@ class Service:
                 self.controller.dirty = anyio.Event()
                 await anyio.lowlevel.checkpoint()
                 self.controller.flush(create=False)
+                self.controller.prepare_reactions()  # for the operator's next touch or rm
         finally:
             self.controller.deferred_saves = False
             self.controller.flush()
@@ -420,13 +424,14 @@ class Service:
             )
         if not self._stopping:
             self.spool.scan()
+        self.controller.prepare_reactions()
         burst_over = self.runner.idle and not self.spool.busy
         if burst_over and self.runner.settled - self._trimmed_at >= memory.AFTER_JOBS:
             self._trimmed_at = self.runner.settled
             memory.give_back()  # a burst is over: back to the idle size
 
     def _maint_dir_changed(self, name: str | None, _complete: bool) -> None:
-        if name is None or name == self.config.paths.maint_file.name:
+        if name is None or name == self._maint_name:
             self.controller.observe(defer=True)
             self._deadline_changed.set()
 
