@@ -87,6 +87,7 @@ class Controller:
         tz: tzinfo | None = None,
     ) -> None:
         self.paths = paths
+        self._maint_path = os.fspath(paths.maint_file)  # str: no Path step in ``_react``
         self.tz = tz  # the zone of the maint file's start_local/end_local
         self.bus = bus
         self.default_message = default_message
@@ -288,28 +289,18 @@ class Controller:
             return None
         if r.snapshot is not self._snapshot or (r.until is not None and self.clock() >= r.until):
             return None
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(self.paths.maint_file, flags)
-        except FileNotFoundError:
-            if not self.state.holds:
-                return None
+        if self.state.holds:  # the prepared reaction is "released": is the file gone?
+            if os.access(self._maint_path, os.F_OK, follow_symlinks=False):
+                return None  # no exception raised: ~20 µs less than an lstat's ENOENT, cold
             self._released_by_operator(announced=self.bus.emit_prepared(r.prepared))
             return "released"
-        except OSError:
-            return None  # a symlink, a refused permission: the general path sorts it out
-        try:
-            st = os.fstat(fd)
-            if self.state.holds or not stat.S_ISREG(st.st_mode):
-                return None
-            if self.state.written is not None and FileStamp.of(st) == self.state.written:
-                return None  # watcher's own file, which a crash kept it from removing
-            content = os.read(fd, READ_LIMIT)
+        try:  # the prepared reaction is "adopted": did an operator create a regular file?
+            st = os.lstat(self._maint_path)
         except OSError:
             return None
-        finally:
-            os.close(fd)
-        message = message_from_file(content)
+        if not stat.S_ISREG(st.st_mode) or FileStamp.of(st) == self.state.written:
+            return None  # a symlink, a FIFO; or watcher's own file a crash kept it from removing
+        message = message_from_file(read_small_file(self.paths.maint_file)) if st.st_size else None
         self._adopt(
             self.clock(),
             message,
