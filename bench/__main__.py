@@ -87,11 +87,13 @@ def _say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def caption(quick: bool, elapsed: float) -> str:
+def caption(quick: bool, elapsed: float, only: list[str] | None = None) -> str:
     """Which run this was and on what, since absolute numbers depend on the machine."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     kind = "quick run" if quick else "full run"
+    if only:
+        kind += f" of {', '.join(only)} only"
     return (
         f"Benchmarks, {kind}, {when}: {platform.node()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, load average at the end {load}, "
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or module_names():
         rows += run_one(name, workdir, args.quick)
     text = "\n\n".join(
-        (caption(args.quick, time.monotonic() - started), markdown_table(rows), LEGEND)
+        (caption(args.quick, time.monotonic() - started, args.only), markdown_table(rows), LEGEND)
     )
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
