@@ -10,9 +10,9 @@ watcher tells its own writes from others' by the file's identity (inode, size, m
 recorded when it wrote it, never by timing.
 
 The service's watch answers an operator's action from a reaction prepared at idle
-(``prepare_reactions``, ``_react``): the first event's line is out after one ``open`` of the
-file; the general path then carries out the rest exactly as it would have (tests compare the
-two). Anything the preparation did not foresee takes the general path from the start.
+(``prepare_reactions``, ``_react``): the first event's line is out after one system call on
+the file (``access`` or ``lstat``); the rest is then carried out exactly as the general path
+would have (tests compare the two). Anything the preparation did not foresee takes the general path from the start.
 """
 
 from __future__ import annotations
