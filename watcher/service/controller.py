@@ -12,7 +12,8 @@ recorded when it wrote it, never by timing.
 The service's watch answers an operator's action from a reaction prepared at idle
 (``prepare_reactions``, ``_react``): the first event's line is out after one system call on
 the file (``access`` or ``lstat``); the rest is then carried out exactly as the general path
-would have (tests compare the two). Anything the preparation did not foresee takes the general path from the start.
+would have (tests compare the two). Anything the preparation did not foresee takes the
+general path from the start.
 """
 
 from __future__ import annotations
