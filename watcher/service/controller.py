@@ -292,7 +292,7 @@ class Controller:
             return None
         if self.state.holds:  # the prepared reaction is "released": is the file gone?
             if os.access(self._maint_path, os.F_OK, follow_symlinks=False):
-                return None  # no exception raised: ~20 µs less than an lstat's ENOENT, cold
+                return None  # access: no exception to build (≈ 10 µs less than lstat's ENOENT)
             self._released_by_operator(announced=self.bus.emit_prepared(r.prepared))
             return "released"
         try:  # the prepared reaction is "adopted": did an operator create a regular file?
