@@ -16,7 +16,7 @@ one ``event_id`` makes, each late value is rendered as ``render_json`` renders a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,15 +43,7 @@ class LineTemplate:
         ``event.fields``) whose values come later; ``None`` when the event's own text holds
         the marker character, so the places to fill cannot be told apart."""
         fields = dict(event.fields) | {name: f"{_MARK}L" for name in late}
-        marked = Event(
-            action=event.action,
-            message=event.message,
-            level=event.level,
-            fields=fields,
-            sequence=1,
-            id=f"{_MARK}I",
-            duration_ns=event.duration_ns,
-        )
+        marked = replace(event, fields=fields, sequence=1, id=f"{_MARK}I")
         line = render_json(marked, origin).replace(b"%", b"%%")
         mark = _MARK.encode()
         if line.count(mark) != 1 + len(late):
@@ -69,15 +61,8 @@ class LineTemplate:
     def _renders(self, event: Event, origin: Origin) -> bool:
         """Whether a filled line is exactly ``render_json``'s (checked once, when made)."""
         time_ns, sequence = time.time_ns(), 12_345  # now: the minute's text is kept for later
-        probe = Event(
-            action=event.action,
-            message=event.message,
-            level=event.level,
-            fields=dict(event.fields) | dict.fromkeys(self.late),
-            time=moment(time_ns),
-            sequence=sequence,
-            duration_ns=event.duration_ns,
-        )
+        fields = dict(event.fields) | dict.fromkeys(self.late)
+        probe = replace(event, fields=fields, time=moment(time_ns), sequence=sequence, id="")
         try:
             filled = self.fill(fill_values(time_ns, sequence, [None] * len(self.late)))
         except (TypeError, ValueError):  # the format's places do not match its values
