@@ -294,7 +294,7 @@ class EventBus:
         self.sequence += 1
         sequence = self.sequence
         rest: Iterable[Subscription] = self.subscriptions
-        if self.now and prepared.subscriptions == self.subscriptions:
+        if self.now and prepared.current(self):
             values = fill_values(time_ns, sequence, [late[name] for name in prepared.late])
             rest = self._write_prepared(prepared.templates, values)
         proto = prepared.proto

@@ -286,9 +286,9 @@ class Controller:
         or the file is gone while holds are active and watcher was not writing (released).
         """
         r = self._reactions
-        if r is None or r.prepared is None or r.state is not self.state:
+        if r is None or r.prepared is None or not self._reactions_current():
             return None
-        if r.snapshot is not self._snapshot or (r.until is not None and self.clock() >= r.until):
+        if r.until is not None and self.clock() >= r.until:
             return None
         if self.state.holds:  # the prepared reaction is "released": is the file gone?
             if os.access(self._maint_path, os.F_OK, follow_symlinks=False):
