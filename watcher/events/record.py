@@ -72,8 +72,7 @@ def rfc3339(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def _uuid_head(random_hex: str) -> str:
-    p = random_hex
+def _uuid_head(p: str) -> str:
     return f"{p[:8]}-{p[8:12]}-4{p[12:15]}-8{p[15:18]}-{p[18:20]}"
 
 
